@@ -1,0 +1,169 @@
+"""The training config: one flat, validated set of names shared by the YAML spaces, the loop and the Parquet columns.
+
+Flat on purpose: a Tune parameter, a config field and a result column are then the same string.
+A bad value fails here, before any model is built, with the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from trainable import methods, models
+from trainable.data.synthetic import SyntheticSpec
+
+
+class ConfigError(ValueError):
+    """A config value that is not allowed; the message names the key."""
+
+
+class TrainConfig(BaseModel):
+    """Everything one training run needs. Defaults are the paper's where it gives them (SPEC §1)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # What is trained.
+    method: Literal["supervised", "fixmatch", "cmpl", "actnetformer"] = "actnetformer"
+    primary_backbone: str = "resnet3d_50"
+    aux_backbone: str | None = Field(
+        None, description="None: the method's default; always None for methods without an auxiliary"
+    )
+
+    # Data.
+    dataset: Literal["synthetic", "ucf101"] = "synthetic"
+    data_root: str | None = Field(None, description="dataset folder; for synthetic, None means a cache folder")
+    split: int = Field(1, ge=1, le=3)
+    labeled_per_class: int = Field(1, ge=1)
+    split_seed: int | None = Field(None, description="seed of the labeled subset; None: the run's seed")
+    synthetic_classes: int = Field(10, ge=2)
+    synthetic_train_per_class: int = Field(60, ge=1)
+    synthetic_test_per_class: int = Field(20, ge=1)
+    synthetic_frames: int = Field(32, ge=2)
+    synthetic_size: int = Field(32, ge=8)
+    synthetic_distractors: int = Field(1, ge=0)
+    synthetic_noise: float = Field(0.04, ge=0)
+    synthetic_seed: int = 0
+    cache_decoded: bool = Field(False, description="keep decoded videos in memory (small datasets)")
+
+    # Sampling and augmentation.
+    primary_frames: int = Field(8, ge=1)
+    primary_stride: int = Field(8, ge=1)
+    aux_frames: int = Field(8, ge=1)
+    aux_stride: int = Field(4, ge=1)
+    input_size: int = Field(224, ge=8)
+    scale_min: int = Field(256, ge=8)
+    scale_max: int = Field(320, ge=8)
+    randaug_ops: int = Field(2, ge=0)
+    randaug_magnitude: int = Field(9, ge=0, le=30)
+    cutout: bool = True
+    views_clips: int = Field(5, ge=1)
+    views_crops: int = Field(3, ge=1)
+
+    # The method's hyperparameters.
+    batch_size: int = Field(1, ge=1, description="labeled clips per worker per step (B_l)")
+    mu: int = Field(5, ge=1, description="unlabeled clips per labeled clip (B_u = mu * B_l)")
+    threshold: float = Field(0.8, ge=0.0, le=1.0, description="pseudo-label confidence threshold tau")
+    gamma: float = Field(2.0, ge=0.0, description="weight of the pseudo-label losses")
+    beta: float = Field(2.0, ge=0.0, description="weight of the contrastive loss")
+    temperature: float = Field(0.5, gt=0.0, description="contrastive temperature")
+    contrastive_symmetric: bool = Field(False, description="also anchor the contrastive loss on the auxiliary")
+    projection_dim: int = Field(512, ge=1)
+    unsup_warmup_epochs: float = Field(
+        0.0, ge=0.0, description="ramp gamma and beta linearly from 0 over this many epochs (0: off, the paper)"
+    )
+
+    # Optimisation.
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.1, gt=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(1e-3, ge=0.0)
+    warmup_epochs: float = Field(0.0, ge=0.0, description="linear learning-rate warm-up before the cosine decay")
+    epochs: int = Field(250, ge=1)
+    steps_per_epoch: int | None = Field(
+        None, ge=1, description="None: one pass over the unlabeled set (the same for every method)"
+    )
+    grad_clip: float | None = Field(40.0, gt=0.0)
+
+    # Hardware.
+    precision: Literal["fp32", "bf16"] = "fp32"
+    loader_workers: int = Field(0, ge=0)
+    pin_memory: bool = False
+
+    seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_aux(cls, values: Any) -> Any:
+        # A method without an auxiliary records none; one with an auxiliary gets its default (SPEC §1.4).
+        method = methods.METHODS.get(values.get("method", "actnetformer")) if isinstance(values, dict) else None
+        if method is None:
+            return values
+        aux = (values.get("aux_backbone") or method.default_aux) if "aux" in method.models else None
+        return {**values, "aux_backbone": aux}
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainConfig":
+        allowed = models.available()
+        for key in ("primary_backbone", "aux_backbone"):
+            name = getattr(self, key)
+            if name is not None and name not in allowed:
+                raise ValueError(f"{key}: unknown backbone {name!r}; allowed: {', '.join(allowed)}")
+        if self.scale_min > self.scale_max:
+            raise ValueError(f"scale_min: must be <= scale_max ({self.scale_max}), got {self.scale_min}")
+        if self.scale_min < self.input_size:
+            raise ValueError(f"scale_min: must be >= input_size ({self.input_size}), got {self.scale_min}")
+        if self.uses_contrastive and self.batch_size * self.mu < 2:
+            raise ValueError("mu: the contrastive loss needs batch_size * mu >= 2 unlabeled clips per worker")
+        if self.dataset != "synthetic" and self.data_root is None:
+            raise ValueError(f"data_root: required for dataset {self.dataset!r}")
+        return self
+
+    # Derived facts, so no caller re-derives them differently.
+    @property
+    def uses_contrastive(self) -> bool:
+        """Projection heads exist and ``L_ca`` is computed only then (beta = 0 is the no-contrastive row)."""
+        return methods.get(self.method).contrastive and self.beta > 0
+
+    @property
+    def labeled_seed(self) -> int:
+        return self.seed if self.split_seed is None else self.split_seed
+
+    def synthetic_spec(self) -> SyntheticSpec:
+        return SyntheticSpec(
+            classes=self.synthetic_classes,
+            train_per_class=self.synthetic_train_per_class,
+            test_per_class=self.synthetic_test_per_class,
+            frames=self.synthetic_frames,
+            size=self.synthetic_size,
+            noise=self.synthetic_noise,
+            distractors=self.synthetic_distractors,
+            seed=self.synthetic_seed,
+        )
+
+    def check_paths(self) -> None:
+        """Fail on a dataset folder that is not there; separate from parsing since it depends on the machine."""
+        if self.dataset != "synthetic" and not Path(str(self.data_root)).is_dir():
+            raise ConfigError(f"data_root: dataset folder {self.data_root} does not exist")
+
+    @classmethod
+    def parse(cls, values: dict[str, Any], source: str = "config") -> "TrainConfig":
+        """Validate ``values``; on failure raise ``ConfigError`` listing every bad key of ``source``."""
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise ConfigError(format_errors(exc, source)) from None
+
+
+def format_errors(exc: ValidationError, source: str) -> str:
+    """One line per problem: ``source: key: message (got value)``."""
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown key; allowed: " + ", ".join(TrainConfig.model_fields)
+        got = "" if err["type"] in ("missing", "value_error") else f" (got {err['input']!r})"
+        lines.append(f"{source}: {key + ': ' if key else ''}{message}{got}")
+    return "\n".join(lines)

@@ -1,0 +1,106 @@
+"""Torch datasets of clips: each model gets its own temporal sampling of the same video (SPEC §1.2).
+
+A training item holds, for every model ``m`` in ``clips`` and every augmentation ``a`` in ``augment``, the
+clip ``f"{m}_{a}"`` (e.g. ``primary_weak`` and ``primary_strong`` are two spatial augmentations of one
+temporal sample), plus ``label`` and ``index``. A test item holds ``f"{m}"`` as a stack of views
+``(views, C, T, H, W)``: ``views_clips`` clips times ``views_crops`` crops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from trainable.data import sampling
+from trainable.data.index import VideoRecord
+from trainable.data.transforms import Transform
+from trainable.data.video import VideoDecodeError, VideoReader
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """How one model samples a clip in time."""
+
+    frames: int
+    stride: int
+
+
+class _Videos(Dataset):
+    """Shared part: records, a reader, and replacing an unreadable video by the next readable one."""
+
+    def __init__(self, records: list[VideoRecord], reader: VideoReader) -> None:
+        if not records:
+            raise ValueError("a dataset needs at least one video")
+        self.records = records
+        self.reader = reader
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _frames(self, index: int) -> tuple[int, torch.Tensor]:
+        for step in range(len(self.records)):
+            i = (index + step) % len(self.records)
+            try:
+                return i, self.reader.read(self.records[i].path)
+            except VideoDecodeError:
+                continue
+        raise VideoDecodeError("no video of the dataset could be decoded")
+
+
+class TrainClips(_Videos):
+    """Randomly placed clips, one temporal sample per model, each with every augmentation in ``augment``."""
+
+    def __init__(
+        self,
+        records: list[VideoRecord],
+        reader: VideoReader,
+        clips: dict[str, ClipSpec],
+        augment: dict[str, Transform],
+    ) -> None:
+        super().__init__(records, reader)
+        self.clips = clips
+        self.augment = augment
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
+        index, frames = self._frames(index)
+        # torch's RNG is seeded per worker and per epoch by the loop; numpy's draw follows it.
+        rng = np.random.default_rng(int(torch.randint(0, 2**31, ())))
+        item: dict[str, torch.Tensor | int] = {"label": self.records[index].label, "index": index}
+        for model, spec in self.clips.items():
+            clip = frames[sampling.random_clip(len(frames), spec.frames, spec.stride, rng)]
+            for name, transform in self.augment.items():
+                item[f"{model}_{name}"] = transform(clip)
+        return item
+
+
+class TestClips(_Videos):
+    """Every video as ``clips`` uniformly spaced clips times the crops of ``views``, per model."""
+
+    def __init__(
+        self,
+        records: list[VideoRecord],
+        reader: VideoReader,
+        clips: dict[str, ClipSpec],
+        views_clips: int,
+        views: Callable[[torch.Tensor], list[torch.Tensor]],
+    ) -> None:
+        super().__init__(records, reader)
+        self.clips = clips
+        self.views_clips = views_clips
+        self.views = views
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
+        index, frames = self._frames(index)
+        item: dict[str, torch.Tensor | int] = {"label": self.records[index].label, "index": index}
+        for model, spec in self.clips.items():
+            item[model] = torch.stack(
+                [
+                    view
+                    for idx in sampling.uniform_clips(len(frames), spec.frames, spec.stride, self.views_clips)
+                    for view in self.views(frames[idx])
+                ]
+            )
+        return item

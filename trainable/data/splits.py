@@ -1,0 +1,43 @@
+"""Labeled/unlabeled splits of a training list: k videos per class chosen with a seed (SPEC §1.3).
+
+The unlabeled part keeps its true labels, but only to measure pseudo-label accuracy. A split's identity
+is a hash of the chosen file names, reported with every run so that two runs can be checked to have
+trained on the same labeled videos.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from trainable.data.index import VideoRecord
+
+
+@dataclass(frozen=True)
+class LabeledSplit:
+    labeled: list[VideoRecord]
+    unlabeled: list[VideoRecord]
+    split_hash: str
+
+
+def labeled_split(records: list[VideoRecord], per_class: int, seed: int) -> LabeledSplit:
+    """Choose ``per_class`` labeled videos in every class (all of a class if it has fewer)."""
+    if per_class < 1:
+        raise ValueError(f"labeled_per_class must be >= 1, got {per_class}")
+    ordered = sorted(records, key=lambda r: r.name)
+    by_class: dict[int, list[int]] = defaultdict(list)
+    for i, record in enumerate(ordered):
+        by_class[record.label].append(i)
+    rng = np.random.default_rng(seed)
+    chosen: set[int] = set()
+    for label in sorted(by_class):
+        members = by_class[label]
+        take = min(per_class, len(members))
+        chosen.update(int(i) for i in rng.choice(members, size=take, replace=False))
+    labeled = [r for i, r in enumerate(ordered) if i in chosen]
+    unlabeled = [r for i, r in enumerate(ordered) if i not in chosen]
+    digest = hashlib.sha256("\n".join(r.name for r in labeled).encode()).hexdigest()[:12]
+    return LabeledSplit(labeled=labeled, unlabeled=unlabeled, split_hash=digest)

@@ -1,0 +1,310 @@
+"""The per-worker training loop: one function of a config, used as a ``TorchTrainer``'s ``train_loop_per_worker``.
+
+Each epoch is ``steps_per_epoch`` steps of ``batch_size`` labeled and ``mu * batch_size`` unlabeled clips per
+worker, then the multi-view test, then one ``report`` with every metric in ``METRICS`` and a checkpoint.
+Randomness is re-seeded from (seed, epoch, rank) at the start of every epoch, so a run resumed from the
+checkpoint of epoch k continues exactly as the uninterrupted run would: the checkpoint needs no RNG state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+
+from trainable import methods, models
+from trainable.config import TrainConfig
+from trainable.data import transforms
+from trainable.data.datasets import ClipSpec, TestClips, TrainClips
+from trainable.data.index import DatasetIndex
+from trainable.data.splits import LabeledSplit, labeled_split
+from trainable.data.synthetic import ensure_synthetic
+from trainable.data.ucf101 import read_ucf101
+from trainable.data.video import VideoReader
+from trainable.evaluate import evaluate
+from trainable.session import LocalSession, RaySession, Session
+
+log = logging.getLogger(__name__)
+
+# Reported every epoch by every method; a metric a method lacks is NaN, so result tables stay rectangular.
+METRICS = (
+    "top1", "top5", "aux_top1",
+    "loss", "loss_sup", "loss_pl", "loss_ca",
+    "mask_rate_primary", "mask_rate_aux", "pl_acc_primary", "pl_acc_aux",
+    "epoch", "epoch_time_s", "clips_per_s",
+)  # fmt: skip
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Entry point for ``ray.train.torch.TorchTrainer(train_loop_per_worker=...)``."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    run(TrainConfig.parse(config), RaySession())
+
+
+def load_index(cfg: TrainConfig, progress: bool = True) -> DatasetIndex:
+    """The dataset's classes and video lists; the synthetic dataset is generated here if missing."""
+    if cfg.dataset == "synthetic":
+        return read_ucf101(ensure_synthetic(cfg.synthetic_spec(), cfg.data_root, progress=progress))
+    return read_ucf101(str(cfg.data_root), cfg.split)
+
+
+class ShardSampler(Sampler[int]):
+    """An endless stream of this worker's share of shuffled passes over a dataset.
+
+    Every pass is a permutation drawn from (seed, epoch); worker ``rank`` takes every ``world_size``-th index.
+    Endless, so that a labeled set smaller than a batch still fills batches.
+    """
+
+    def __init__(self, size: int, seed: int, epoch: int, rank: int, world_size: int) -> None:
+        self.size, self.rank, self.world_size = size, rank, world_size
+        self.rng = np.random.default_rng([seed, epoch])
+
+    def __iter__(self) -> Iterator[int]:
+        while True:
+            yield from self.rng.permutation(self.size)[self.rank :: self.world_size].tolist()
+
+
+@dataclass
+class Data:
+    index: DatasetIndex
+    split: LabeledSplit
+    labeled: TrainClips
+    unlabeled: TrainClips | None
+    test: TestClips
+    reader: VideoReader
+
+
+def build_data(cfg: TrainConfig, method: methods.Method, session: Session) -> Data:
+    index = load_index(cfg, progress=session.rank == 0)
+    split = labeled_split(index.train, cfg.labeled_per_class, cfg.labeled_seed)
+    reader = VideoReader(cache=cfg.cache_decoded)
+    clips = {"primary": ClipSpec(cfg.primary_frames, cfg.primary_stride)}
+    if "aux" in method.models:
+        clips["aux"] = ClipSpec(cfg.aux_frames, cfg.aux_stride)
+    opts = transforms.SpatialOptions(
+        input_size=cfg.input_size,
+        scale_min=cfg.scale_min,
+        scale_max=cfg.scale_max,
+        randaug_ops=cfg.randaug_ops,
+        randaug_magnitude=cfg.randaug_magnitude,
+        cutout=cfg.cutout,
+    )
+    weak = transforms.weak(opts)
+    labeled = TrainClips(split.labeled, reader, clips, {"labeled": weak})
+    unlabeled = None
+    if method.uses_unlabeled:
+        unlabeled = TrainClips(split.unlabeled, reader, clips, {"weak": weak, "strong": transforms.strong(opts)})
+    shard = index.test[session.rank :: session.world_size]
+    test = TestClips(shard, reader, clips, cfg.views_clips, transforms.test_views(opts, cfg.views_crops))
+    return Data(index, split, labeled, unlabeled, test, reader)
+
+
+def _seed(cfg: TrainConfig, epoch: int, rank: int) -> None:
+    seed = int(np.random.default_rng([cfg.seed, epoch, rank]).integers(2**31))
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up, then cosine decay to zero at the last step."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
+
+
+def _loader(dataset: TrainClips, batch_size: int, cfg: TrainConfig, epoch: int, stream: int, session: Session) -> Iterator:
+    sampler = ShardSampler(len(dataset), cfg.seed * 1000 + stream, epoch, session.rank, session.world_size)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=cfg.loader_workers,
+        pin_memory=cfg.pin_memory,
+    )
+    return iter(loader)
+
+
+def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def _unwrap(net: nn.Module) -> nn.Module:
+    return net.module if isinstance(net, nn.parallel.DistributedDataParallel) else net
+
+
+def run(cfg: TrainConfig, session: Session) -> None:
+    """Train ``cfg.method`` for ``cfg.epochs`` epochs, reporting after every epoch."""
+    cfg.check_paths()
+    method = methods.get(cfg.method)
+    _seed(cfg, 0, session.rank)
+    data = build_data(cfg, method, session)
+    num_classes = data.index.num_classes
+
+    backbones = {"primary": (cfg.primary_backbone, cfg.primary_frames)}
+    if "aux" in method.models:
+        backbones["aux"] = (str(cfg.aux_backbone), cfg.aux_frames)
+    nets: dict[str, nn.Module] = {}
+    for role, (name, frames) in backbones.items():
+        backbone = models.build(name, num_classes, frames, cfg.input_size)
+        head = models.ProjectionHead(backbone.num_features, out_features=cfg.projection_dim) if cfg.uses_contrastive else None
+        nets[role] = methods.Net(backbone, head)
+
+    state = session.restore()
+    if state is not None:
+        for role, net in nets.items():
+            net.load_state_dict(state["nets"][role])
+    nets = {role: session.prepare(net) for role, net in nets.items()}
+    params = [p for net in nets.values() for p in net.parameters()]
+    if cfg.optimizer == "sgd":
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+    else:
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    unlabeled_batch = cfg.mu * cfg.batch_size
+    pool = len(data.split.unlabeled)
+    steps = cfg.steps_per_epoch or max(1, math.ceil(pool / (unlabeled_batch * session.world_size)))
+    warmup, total = round(cfg.warmup_epochs * steps), cfg.epochs * steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, warmup, total))
+    start = 1
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start = state["epoch"] + 1
+        if state["split_hash"] != data.split.split_hash:
+            log.warning("resuming with a different labeled split (%s, was %s)", data.split.split_hash, state["split_hash"])
+
+    autocast = torch.autocast(session.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    test_loader = DataLoader(data.test, batch_size=max(1, cfg.batch_size), num_workers=cfg.loader_workers)
+    if session.rank == 0:
+        log.info(
+            "%s: %d classes, %d labeled (split %s) / %d unlabeled / %d test videos, %d steps per epoch",
+            cfg.method, num_classes, len(data.split.labeled), data.split.split_hash, pool, len(data.index.test), steps,
+        )
+
+    for epoch in range(start, cfg.epochs + 1):
+        started = time.perf_counter()
+        _seed(cfg, epoch, session.rank)
+        sums = _train_epoch(cfg, method, nets, data, optimizer, scheduler, autocast, epoch, steps, session)
+        train_time = time.perf_counter() - started
+        metrics: dict[str, Any] = evaluate(nets, test_loader, session, autocast)
+        metrics.update(_epoch_metrics(sums, session))
+        metrics.update(
+            epoch=epoch,
+            epoch_time_s=time.perf_counter() - started,
+            clips_per_s=metrics.pop("clips") / train_time,
+            lr=scheduler.get_last_lr()[0],
+            split_hash=data.split.split_hash,
+            videos_skipped=len(data.reader.failed),
+        )
+        if session.rank == 0:
+            log.info(
+                "epoch %d/%d  top1 %.1f  aux_top1 %.1f  loss %.3f  mask %.2f/%.2f  pl_acc %.2f/%.2f  %.1f s",
+                epoch, cfg.epochs, metrics["top1"], metrics["aux_top1"], metrics["loss"],
+                metrics["mask_rate_primary"], metrics["mask_rate_aux"], metrics["pl_acc_primary"],
+                metrics["pl_acc_aux"], metrics["epoch_time_s"],
+            )
+        checkpoint = None
+        if session.rank == 0:
+            checkpoint = {
+                "epoch": epoch,
+                "nets": {role: _unwrap(net).state_dict() for role, net in nets.items()},
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "split_hash": data.split.split_hash,
+                "config": cfg.model_dump(),
+            }
+        session.report(metrics, checkpoint)
+
+
+# Sums kept over an epoch: loss parts over steps; per student model, unlabeled clips seen, accepted, correct.
+_SUM_KEYS = ("steps", "clips", "loss", "loss_sup", "loss_pl", "loss_ca") + tuple(
+    f"{k}_{m}" for m in ("primary", "aux") for k in ("seen", "accepted", "correct")
+)
+
+
+def _train_epoch(
+    cfg: TrainConfig,
+    method: methods.Method,
+    nets: dict[str, nn.Module],
+    data: Data,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    autocast: contextlib.AbstractContextManager,
+    epoch: int,
+    steps: int,
+    session: Session,
+) -> dict[str, float]:
+    for net in nets.values():
+        net.train()
+    labeled = _loader(data.labeled, cfg.batch_size, cfg, epoch, 0, session)
+    unlabeled = _loader(data.unlabeled, cfg.mu * cfg.batch_size, cfg, epoch, 1, session) if data.unlabeled else None
+    ramp_steps = cfg.unsup_warmup_epochs * steps
+    sums = dict.fromkeys(_SUM_KEYS, 0.0)
+    for key in ("loss_pl", "loss_ca"):
+        sums[key] = math.nan
+    params = [p for net in nets.values() for p in net.parameters()]
+    for i in range(steps):
+        global_step = (epoch - 1) * steps + i
+        ramp = min(1.0, global_step / ramp_steps) if ramp_steps > 0 else 1.0
+        weights = methods.Weights(
+            threshold=cfg.threshold,
+            gamma=cfg.gamma * ramp,
+            beta=cfg.beta * ramp,
+            temperature=cfg.temperature,
+            symmetric=cfg.contrastive_symmetric,
+        )
+        lab = _to(next(labeled), session.device)
+        unl = _to(next(unlabeled), session.device) if unlabeled is not None else None
+        with autocast:
+            logits, projections = method.forward(nets, lab, unl)
+        step = method.losses(logits, projections, lab["label"], weights)
+        optimizer.zero_grad(set_to_none=True)
+        step.loss.backward()
+        if cfg.grad_clip is not None:
+            nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+
+        sums["steps"] += 1
+        sums["clips"] += len(lab["label"]) + (len(unl["label"]) if unl is not None else 0)
+        for key in ("loss", "loss_sup", "loss_pl", "loss_ca"):
+            value = getattr(step, key)
+            if value is not None:
+                sums[key] = (0.0 if math.isnan(sums[key]) else sums[key]) + value.item()
+        for student, mask in step.masks.items():
+            sums[f"seen_{student}"] += mask.numel()
+            sums[f"accepted_{student}"] += mask.sum().item()
+            sums[f"correct_{student}"] += ((step.pseudo_labels[student] == unl["label"]) & mask).sum().item()
+    return sums
+
+
+def _epoch_metrics(sums: dict[str, float], session: Session) -> dict[str, float]:
+    """Means over steps and rates over unlabeled clips, summed over workers first."""
+    totals = session.all_reduce(torch.tensor([sums[k] for k in _SUM_KEYS], dtype=torch.float64))
+    s = dict(zip(_SUM_KEYS, totals.tolist()))
+    out = {k: s[k] / s["steps"] for k in ("loss", "loss_sup", "loss_pl", "loss_ca")}
+    for m in ("primary", "aux"):
+        out[f"mask_rate_{m}"] = s[f"accepted_{m}"] / s[f"seen_{m}"] if s[f"seen_{m}"] else math.nan
+        out[f"pl_acc_{m}"] = s[f"correct_{m}"] / s[f"accepted_{m}"] if s[f"accepted_{m}"] else math.nan
+    out["clips"] = s["clips"]
+    return out
+
+
+def run_local(config: dict[str, Any], on_report: Any = print) -> LocalSession:
+    """Run the loop in this process without Ray (benchmarks, debugging); returns the session with the last state."""
+    session = LocalSession(on_report=on_report)
+    run(TrainConfig.parse(config), session)
+    return session

@@ -1,0 +1,123 @@
+"""What a method is: which models it trains, who pseudo-labels whom, and whether models are contrasted.
+
+Every method's step runs the same forward pass and composes its losses from the same pieces in
+``trainable.losses``; a method only declares its structure (SPEC §1.4: the rows of the paper's Table 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from trainable import losses
+
+# The views of one step: labeled clips under G_n, unlabeled clips under G_w and G_s.
+VIEWS = ("labeled", "weak", "strong")
+
+
+@dataclass(frozen=True)
+class Weights:
+    """The loss weights of one step (gamma and beta may be ramped up by the loop)."""
+
+    threshold: float
+    gamma: float
+    beta: float
+    temperature: float
+    symmetric: bool = False
+
+
+@dataclass
+class StepLosses:
+    """The step's total loss and its parts; ``None`` where the method has no such term."""
+
+    loss: torch.Tensor
+    loss_sup: torch.Tensor
+    loss_pl: torch.Tensor | None = None
+    loss_ca: torch.Tensor | None = None
+    # Per student model: which unlabeled clips passed the threshold, and the pseudo-labels it was given.
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)
+    pseudo_labels: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Net(nn.Module):
+    """A backbone and, for contrastive methods, its projection head: one module, so DDP wraps both."""
+
+    def __init__(self, backbone: nn.Module, projection: nn.Module | None = None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.projection = projection
+
+    def forward(self, x: torch.Tensor, project_from: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits of every clip, and projections of clips ``project_from:`` when a head exists."""
+        features = self.backbone.forward_features(x)
+        logits = self.backbone.forward_head(features)
+        if self.projection is None or project_from is None:
+            return logits, None
+        return logits, self.projection(features[project_from:])
+
+
+class Method:
+    """Base of every method; subclasses set the class attributes below and nothing else."""
+
+    name: ClassVar[str]
+    # Models trained, "primary" first; only the primary is used at test time.
+    models: ClassVar[tuple[str, ...]] = ("primary",)
+    # student -> teacher: the teacher's weak-view predictions pseudo-label the student's strong view.
+    teachers: ClassVar[dict[str, str]] = {}
+    contrastive: ClassVar[bool] = False
+    # The auxiliary backbone when the config names none.
+    default_aux: ClassVar[str | None] = None
+
+    @property
+    def uses_unlabeled(self) -> bool:
+        return bool(self.teachers)
+
+    def forward(
+        self, nets: dict[str, nn.Module], labeled: dict[str, torch.Tensor], unlabeled: dict[str, torch.Tensor] | None
+    ) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+        """One pass per model over its labeled, weak and strong clips together (one batch-norm batch).
+
+        Returns logits by model and view, and the projections of the weak views by model (contrastive only).
+        """
+        logits: dict[str, dict[str, torch.Tensor]] = {}
+        projections: dict[str, torch.Tensor] = {}
+        for model in self.models:
+            parts = [labeled[f"{model}_labeled"]]
+            if unlabeled is not None:
+                parts += [unlabeled[f"{model}_weak"], unlabeled[f"{model}_strong"]]
+            sizes = [p.shape[0] for p in parts]
+            out, projected = nets[model](torch.cat(parts), project_from=sizes[0] if self.contrastive else None)
+            logits[model] = dict(zip(VIEWS, out.split(sizes)))
+            if projected is not None:
+                projections[model] = projected[: sizes[1]]
+        return logits, projections
+
+    def losses(
+        self,
+        logits: dict[str, dict[str, torch.Tensor]],
+        projections: dict[str, torch.Tensor],
+        labels: torch.Tensor,
+        weights: Weights,
+    ) -> StepLosses:
+        """Total loss ``sum L_s + gamma * sum L_u + beta * L_ca`` (Eq. 7) and its parts."""
+        loss_sup = sum(losses.supervised_loss(logits[m]["labeled"], labels) for m in self.models)
+        step = StepLosses(loss=loss_sup, loss_sup=loss_sup)
+        if self.teachers:
+            terms = []
+            for student, teacher in self.teachers.items():
+                term, mask = losses.cross_pseudo_label_loss(
+                    logits[student]["strong"], logits[teacher]["weak"], weights.threshold
+                )
+                terms.append(term)
+                step.masks[student] = mask
+                step.pseudo_labels[student] = logits[teacher]["weak"].detach().argmax(dim=-1)
+            step.loss_pl = sum(terms)
+            step.loss = step.loss + weights.gamma * step.loss_pl
+        if self.contrastive and projections:
+            contrast = losses.symmetric_contrastive_loss if weights.symmetric else losses.contrastive_loss
+            step.loss_ca = contrast(projections["primary"], projections["aux"], weights.temperature)
+            step.loss = step.loss + weights.beta * step.loss_ca
+        return step

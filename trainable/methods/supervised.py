@@ -1,0 +1,7 @@
+"""Supervised only: the primary on the labeled clips (the paper's Table S1 rows)."""
+
+from trainable.methods.base import Method
+
+
+class Supervised(Method):
+    name = "supervised"

@@ -1,0 +1,57 @@
+"""One registry of video backbones, so every model is built by the same name in YAML, config and code."""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+import torch
+from torch import nn
+
+
+class VideoClassifier(Protocol):
+    """The surface every backbone has (timm's convention), so methods never special-case a family.
+
+    Input clips are ``(batch, channels, frames, height, width)``.
+    """
+
+    num_features: int
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled clip feature ``(batch, num_features)``: what the contrastive projection reads."""
+        ...
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Class logits from pooled features."""
+        ...
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+Builder = Callable[..., nn.Module]
+_REGISTRY: dict[str, Builder] = {}
+
+
+def register(name: str) -> Callable[[Builder], Builder]:
+    """Register a builder ``fn(num_classes, frames, size) -> model`` under ``name``."""
+
+    def wrap(fn: Builder) -> Builder:
+        if name in _REGISTRY:
+            raise ValueError(f"backbone {name!r} registered twice")
+        _REGISTRY[name] = fn
+        return fn
+
+    return wrap
+
+
+def available() -> list[str]:
+    """Backbone names that ``build`` accepts, sorted."""
+    return sorted(_REGISTRY)
+
+
+def build(name: str, num_classes: int, frames: int, size: int) -> nn.Module:
+    """Build backbone ``name`` for clips of ``frames`` frames of ``size``×``size`` pixels."""
+    try:
+        builder = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown backbone {name!r}; allowed: {', '.join(available())}") from None
+    return builder(num_classes=num_classes, frames=frames, size=size)

@@ -1,0 +1,106 @@
+"""Where the loop runs: inside a Ray Train worker, or in a plain process (benchmarks, debugging).
+
+The loop talks only to a ``Session``, so it needs no branch on how it was launched; what is Ray-specific
+(rank, device, DDP wrapping, reporting with a checkpoint) lives here.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+STATE_FILE = "state.pt"
+
+
+class Session(Protocol):
+    rank: int
+    world_size: int
+    device: torch.device
+
+    def prepare(self, net: nn.Module) -> nn.Module:
+        """Move to the device; wrap for data-parallel training when there are several workers."""
+        ...
+
+    def restore(self) -> dict[str, Any] | None:
+        """The state of the checkpoint this run starts from, if any."""
+        ...
+
+    def report(self, metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+        """Every worker calls this once per epoch; ``state`` (rank 0 only) becomes the checkpoint."""
+        ...
+
+    def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum over workers, in place."""
+        ...
+
+
+class RaySession:
+    """A Ray Train worker of a ``TorchTrainer`` (the process group is already set up by Ray)."""
+
+    def __init__(self) -> None:
+        import ray.train
+        import ray.train.torch
+
+        self._train = ray.train
+        context = ray.train.get_context()
+        self.rank = context.get_world_rank()
+        self.world_size = context.get_world_size()
+        self.device = ray.train.torch.get_device()
+
+    def prepare(self, net: nn.Module) -> nn.Module:
+        import ray.train.torch
+
+        return ray.train.torch.prepare_model(net)
+
+    def restore(self) -> dict[str, Any] | None:
+        checkpoint = self._train.get_checkpoint()
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as folder:
+            return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
+
+    def report(self, metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+        if state is None:
+            self._train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save(state, Path(folder) / STATE_FILE)
+            self._train.report(metrics, checkpoint=self._train.Checkpoint.from_directory(folder))
+
+    def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
+        if dist.is_available() and dist.is_initialized() and self.world_size > 1:
+            dist.all_reduce(tensor)
+        return tensor
+
+
+class LocalSession:
+    """One process, no Ray: metrics go to ``on_report``; the last state is kept to resume from."""
+
+    def __init__(
+        self,
+        on_report: Callable[[dict[str, Any]], None] = lambda metrics: None,
+        state: dict[str, Any] | None = None,
+        device: str = "cpu",
+    ) -> None:
+        self.rank, self.world_size = 0, 1
+        self.device = torch.device(device)
+        self.on_report = on_report
+        self.state = state
+
+    def prepare(self, net: nn.Module) -> nn.Module:
+        return net.to(self.device)
+
+    def restore(self) -> dict[str, Any] | None:
+        return self.state
+
+    def report(self, metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+        self.state = state
+        self.on_report(metrics)
+
+    def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor
