@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Sampler
 from trainable import methods, models
 from trainable.config import TrainConfig
 from trainable.data import transforms
-from trainable.data.datasets import ClipSpec, TestClips, TrainClips
+from trainable.data.datasets import ClipSpec, EvalClips, TrainClips
 from trainable.data.index import DatasetIndex
 from trainable.data.splits import LabeledSplit, labeled_split
 from trainable.data.synthetic import ensure_synthetic
@@ -79,7 +79,7 @@ class Data:
     split: LabeledSplit
     labeled: TrainClips
     unlabeled: TrainClips | None
-    test: TestClips
+    test: EvalClips
     reader: VideoReader
 
 
@@ -104,7 +104,7 @@ def build_data(cfg: TrainConfig, method: methods.Method, session: Session) -> Da
     if method.uses_unlabeled:
         unlabeled = TrainClips(split.unlabeled, reader, clips, {"weak": weak, "strong": transforms.strong(opts)})
     shard = index.test[session.rank :: session.world_size]
-    test = TestClips(shard, reader, clips, cfg.views_clips, transforms.test_views(opts, cfg.views_crops))
+    test = EvalClips(shard, reader, clips, cfg.views_clips, transforms.test_views(opts, cfg.views_crops))
     return Data(index, split, labeled, unlabeled, test, reader)
 
 

@@ -76,7 +76,7 @@ class TrainClips(_Videos):
         return item
 
 
-class TestClips(_Videos):
+class EvalClips(_Videos):
     """Every video as ``clips`` uniformly spaced clips times the crops of ``views``, per model."""
 
     def __init__(

@@ -1,0 +1,69 @@
+"""Shared fixtures: a tiny synthetic dataset and config, and one local Ray instance per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+# Set before Ray starts so every Ray process inherits them (../shared/RAY_NOTES.md).
+os.environ["RAY_AUTH_MODE"] = "disabled"
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "120")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three motion classes, eight training and two test videos each, 16 frames of 32×32."""
+    from trainable.config import TrainConfig
+    from trainable.data.synthetic import ensure_synthetic
+
+    root = tmp_path_factory.mktemp("data") / "synthetic"
+    ensure_synthetic(TrainConfig.parse(tiny_config(root)).synthetic_spec(), root, progress=False)
+    return root
+
+
+def tiny_config(root: Path, **overrides: Any) -> dict[str, Any]:
+    """A config that trains actnetformer with the tiny backbones in a few seconds per epoch."""
+    return {
+        "method": "actnetformer",
+        "primary_backbone": "resnet3d_tiny",
+        "aux_backbone": "timesformer_tiny",
+        "dataset": "synthetic",
+        "data_root": str(root),
+        "synthetic_classes": 3,
+        "synthetic_train_per_class": 8,
+        "synthetic_test_per_class": 2,
+        "synthetic_frames": 16,
+        "synthetic_size": 32,
+        "cache_decoded": True,
+        "primary_frames": 4,
+        "primary_stride": 4,
+        "aux_frames": 8,
+        "aux_stride": 2,
+        "input_size": 32,
+        "scale_min": 32,
+        "scale_max": 36,
+        "views_clips": 2,
+        "views_crops": 1,
+        "labeled_per_class": 2,
+        "batch_size": 2,
+        "mu": 2,
+        "steps_per_epoch": 2,
+        "epochs": 2,
+        "lr": 0.01,
+        **overrides,
+    }
+
+
+@pytest.fixture(scope="session")
+def ray_local() -> Iterator[None]:
+    """One local Ray instance for the whole session; ``ray.shutdown`` ends exactly the processes it started."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()

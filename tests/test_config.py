@@ -1,0 +1,44 @@
+"""A bad config fails before anything is built, naming the key and what is allowed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trainable.config import ConfigError, TrainConfig
+from trainable.loop import run_local
+
+from conftest import tiny_config
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"primary_backbone": "resnet3d_34"}, r"primary_backbone: unknown backbone 'resnet3d_34'; allowed: .*resnet3d_50"),
+        ({"aux_backbone": "vit_huge"}, r"aux_backbone: unknown backbone 'vit_huge'; allowed: .*timesformer_s"),
+        ({"threshold": 1.5}, r"threshold: Input should be less than or equal to 1 \(got 1.5\)"),
+        ({"threshold": -0.1}, r"threshold: Input should be greater than or equal to 0"),
+        ({"mu": 0}, r"mu: Input should be greater than or equal to 1 \(got 0\)"),
+        ({"method": "mixmatch"}, r"method: Input should be 'supervised', 'fixmatch', 'cmpl' or 'actnetformer'"),
+        ({"thresold": 0.9}, r"thresold: unknown key; allowed: .*threshold"),
+        ({"dataset": "ucf101", "data_root": None}, r"data_root: required for dataset 'ucf101'"),
+        ({"batch_size": 1, "mu": 1}, r"mu: the contrastive loss needs batch_size \* mu >= 2"),
+    ],
+)
+def test_invalid_config_names_the_key(tmp_path: Path, overrides: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig.parse(tiny_config(tmp_path, **overrides), source="config")
+
+
+def test_missing_dataset_folder_fails_at_start(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"data_root: dataset folder .*nowhere does not exist"):
+        run_local(tiny_config(tmp_path, dataset="ucf101", data_root=str(tmp_path / "nowhere")))
+
+
+def test_method_defaults_decide_the_auxiliary(tmp_path: Path) -> None:
+    base = {k: v for k, v in tiny_config(tmp_path).items() if k != "aux_backbone"}
+    assert TrainConfig.parse({**base, "method": "actnetformer"}).aux_backbone == "timesformer_s"
+    assert TrainConfig.parse({**base, "method": "cmpl"}).aux_backbone == "resnet3d_18"
+    assert TrainConfig.parse({**base, "method": "fixmatch", "aux_backbone": "timesformer_s"}).aux_backbone is None
+    assert not TrainConfig.parse({**base, "beta": 0.0}).uses_contrastive

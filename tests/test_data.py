@@ -1,0 +1,141 @@
+"""Data: the synthetic dataset through real encode/decode, the UCF-101 reader, splits, sampling, augmentation."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from trainable.data import sampling, transforms
+from trainable.data.datasets import ClipSpec, EvalClips, TrainClips
+from trainable.data.splits import labeled_split
+from trainable.data.synthetic import MOTIONS, SyntheticSpec, ensure_synthetic, render
+from trainable.data.ucf101 import read_ucf101
+from trainable.data.video import VideoDecodeError, VideoReader, decode
+
+
+def test_synthetic_dataset_round_trips_with_labels_and_counts(tiny_dataset: Path) -> None:
+    index = read_ucf101(tiny_dataset)
+    assert index.classes == list(MOTIONS)[:3]
+    assert len(index.train) == 3 * 8 and len(index.test) == 3 * 2
+    assert not index.missing
+    for split in (index.train, index.test):
+        per_class = np.bincount([r.label for r in split], minlength=3)
+        assert len(set(per_class.tolist())) == 1
+    for record in index.train + index.test:
+        assert Path(record.path).parent.name == index.classes[record.label]
+    # The official lists use CRLF and 1-based labels; the reader turns them into 0-based labels.
+    assert (tiny_dataset / "trainlist01.txt").read_bytes().count(b"\r\n") == 24
+    assert (tiny_dataset / "classInd.txt").read_text().splitlines()[0].strip() == "1 MoveUp"
+
+
+def test_decoded_frames_match_what_was_rendered(tiny_dataset: Path) -> None:
+    record = read_ucf101(tiny_dataset).train[0]
+    frames = decode(record.path)
+    assert frames.shape == (16, 32, 32, 3) and frames.dtype == torch.uint8
+    spec = SyntheticSpec(classes=3, train_per_class=8, test_per_class=2, frames=16, size=32)
+    rendered = render("MoveUp", np.random.default_rng([0, 0, 0, 0]), spec)
+    # Lossy MPEG-4: close on average, and far closer than a different video would be.
+    assert np.abs(frames.numpy().astype(int) - rendered.astype(int)).mean() < 12
+    other = render("MoveUp", np.random.default_rng([0, 0, 0, 1]), spec)
+    assert np.abs(other.astype(int) - rendered.astype(int)).mean() > 12
+
+
+def test_synthetic_generation_is_deterministic(tmp_path: Path) -> None:
+    spec = SyntheticSpec(classes=2, train_per_class=2, test_per_class=1, frames=8, size=16)
+
+    def digest(root: Path) -> str:
+        files = sorted(p for p in root.rglob("*") if p.is_file())
+        return hashlib.sha256(b"".join(p.relative_to(root).as_posix().encode() + p.read_bytes() for p in files)).hexdigest()
+
+    a = ensure_synthetic(spec, tmp_path / "a", progress=False)
+    b = ensure_synthetic(spec, tmp_path / "b", progress=False)
+    assert digest(a) == digest(b)
+    assert ensure_synthetic(spec, a, progress=False) == a  # already there: reused
+    with pytest.raises(ValueError, match="another spec"):
+        ensure_synthetic(SyntheticSpec(classes=2, train_per_class=3, test_per_class=1, frames=8, size=16), a)
+
+
+def test_motion_classes_need_time() -> None:
+    """Up/down and grow/shrink differ only in the direction of time."""
+    spec = SyntheticSpec(frames=16, size=32, noise=0.0, distractors=0)
+
+    def height(frame: np.ndarray) -> float:
+        weight = frame.astype(float).sum(axis=-1)
+        weight = np.clip(weight - np.median(weight), 0, None).sum(axis=1)  # the blob over the background
+        return float((weight * np.arange(32)).sum() / weight.sum())
+
+    up = render("MoveUp", np.random.default_rng(1), spec)
+    down = render("MoveDown", np.random.default_rng(1), spec)
+    assert height(up[-1]) < height(up[0]) - 5
+    assert height(down[-1]) > height(down[0]) + 5
+    grow = render("Grow", np.random.default_rng(1), spec)
+    assert (grow[-1] > 100).sum() > (grow[0] > 100).sum()
+
+
+def test_flip_never_changes_a_synthetic_class() -> None:
+    """No class is the mirror image of another: the generator holds no left/right or cw/ccw pair."""
+    assert not {"MoveLeft", "MoveRight", "CircleClockwise"} & set(MOTIONS)
+
+
+def test_labeled_split_is_deterministic_per_seed_and_differs_across_seeds(tiny_dataset: Path) -> None:
+    train = read_ucf101(tiny_dataset).train
+    a, b, c = labeled_split(train, 2, seed=0), labeled_split(train, 2, seed=0), labeled_split(train, 2, seed=1)
+    assert [r.name for r in a.labeled] == [r.name for r in b.labeled] and a.split_hash == b.split_hash
+    assert a.split_hash != c.split_hash
+    assert np.bincount([r.label for r in a.labeled]).tolist() == [2, 2, 2]
+    assert len(a.labeled) + len(a.unlabeled) == len(train)
+    assert not {r.name for r in a.labeled} & {r.name for r in a.unlabeled}
+    # The order of the input list does not matter, only the seed.
+    assert labeled_split(list(reversed(train)), 2, seed=0).split_hash == a.split_hash
+
+
+def test_clip_sampling_strides_and_loops_short_videos() -> None:
+    idx = sampling.random_clip(100, frames=8, stride=4, rng=np.random.default_rng(0))
+    assert np.all(np.diff(idx) == 4)
+    short = sampling.clip_at(10, frames=8, stride=2, start=0)
+    assert short.tolist() == [0, 2, 4, 6, 8, 0, 2, 4]
+    views = sampling.uniform_clips(64, frames=4, stride=4, count=3)
+    assert [v[0] for v in views] == [0, 26, 51]
+    assert sampling.uniform_clips(64, frames=4, stride=4, count=1)[0][0] == 25
+
+
+def test_strong_augmentation_is_consistent_within_a_clip_and_varies_between_clips() -> None:
+    opts = transforms.SpatialOptions(input_size=24, scale_min=24, scale_max=32)
+    strong = transforms.strong(opts)
+    frame = torch.from_numpy(np.random.default_rng(0).integers(0, 255, (1, 32, 32, 3), dtype=np.uint8))
+    clip = frame.repeat(6, 1, 1, 1)  # six identical frames
+    torch.manual_seed(0)
+    out = strong(clip)
+    assert out.shape == (3, 6, 24, 24)
+    for t in range(1, 6):  # the same parameters on every frame: identical frames stay identical
+        assert torch.equal(out[:, t], out[:, 0])
+    assert not torch.equal(strong(clip), out)
+
+
+def test_reader_skips_and_counts_unreadable_videos(tiny_dataset: Path, tmp_path: Path) -> None:
+    index = read_ucf101(tiny_dataset)
+    broken = tmp_path / "broken.avi"
+    broken.write_bytes(b"not a video")
+    records = [index.train[0].__class__(path=str(broken), label=0, name="broken.avi"), index.train[1]]
+    reader = VideoReader(cache=True)
+    with pytest.raises(VideoDecodeError):
+        reader.read(str(broken))
+    dataset = TrainClips(records, reader, {"primary": ClipSpec(4, 2)}, {"weak": transforms.weak(
+        transforms.SpatialOptions(input_size=32, scale_min=32, scale_max=32))})
+    item = dataset[0]
+    assert item["index"] == 1 and item["primary_weak"].shape == (3, 4, 32, 32)
+    assert list(reader.failed) == [str(broken)]
+
+
+def test_test_clips_stack_every_view(tiny_dataset: Path) -> None:
+    index = read_ucf101(tiny_dataset)
+    opts = transforms.SpatialOptions(input_size=24, scale_min=24, scale_max=24)
+    dataset = EvalClips(index.test, VideoReader(), {"primary": ClipSpec(4, 4), "aux": ClipSpec(8, 2)}, 3,
+                        transforms.test_views(opts, crops=2))
+    item = dataset[0]
+    assert item["primary"].shape == (6, 3, 4, 24, 24)
+    assert item["aux"].shape == (6, 3, 8, 24, 24)

@@ -1,0 +1,94 @@
+"""The training loop inside real Ray Train ``TorchTrainer`` runs (gloo on CPU), and in-process."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trainable.config import TrainConfig
+from trainable.loop import METRICS, run, run_local, train_loop_per_worker
+from trainable.session import LocalSession
+
+from conftest import tiny_config
+
+
+def fit(config: dict[str, Any], storage: Path, name: str, workers: int) -> Any:
+    """A fresh ``TorchTrainer``; one with the name and storage of an earlier run resumes from its checkpoint."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 1}),
+        run_config=RunConfig(
+            name=name, storage_path=str(storage), failure_config=FailureConfig(max_failures=0, controller_failure_limit=1)
+        ),
+    )
+    return trainer.fit()
+
+
+def reported(result: Any) -> list[dict[str, Any]]:
+    """Every epoch's metrics, from the checkpoints Train kept (all of them by default)."""
+    return [metrics for _, metrics in result.best_checkpoints]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_trainer_reports_every_metric_each_epoch_and_resumes(
+    ray_local: None, tiny_dataset: Path, tmp_path: Path, workers: int
+) -> None:
+    config = tiny_config(tiny_dataset, threshold=0.0)  # every clip accepted: every metric has a value
+    first = fit(config, tmp_path, f"first-{workers}", workers)
+    assert first.error is None
+    epochs = reported(first)
+    assert [m["epoch"] for m in epochs] == [1, 2]
+    for metrics in epochs:
+        missing = set(METRICS) - set(metrics)
+        assert not missing, f"not reported: {missing}"
+        for key in METRICS:
+            assert isinstance(metrics[key], (int, float)) and not math.isnan(metrics[key]), key
+        assert 0 <= metrics["top1"] <= metrics["top5"] <= 100
+        assert 0 <= metrics["mask_rate_primary"] <= 1 and metrics["clips_per_s"] > 0
+
+    resumed = fit({**config, "epochs": 3}, tmp_path, f"first-{workers}", workers)
+    assert resumed.error is None
+    # Train keeps the two earlier checkpoints and adds only epoch 3: a restart from epoch 1 would add three.
+    assert [m["epoch"] for m in reported(resumed)] == [1, 2, 3]
+    assert [c.path for c, _ in resumed.best_checkpoints[:2]] == [c.path for c, _ in first.best_checkpoints]
+
+
+def test_metrics_a_method_lacks_are_nan(tiny_dataset: Path) -> None:
+    history: list[dict[str, Any]] = []
+    run_local(tiny_config(tiny_dataset, method="supervised", epochs=1), on_report=history.append)
+    (metrics,) = history
+    assert set(METRICS) <= set(metrics)
+    for key in ("aux_top1", "loss_pl", "loss_ca", "mask_rate_primary", "mask_rate_aux", "pl_acc_primary", "pl_acc_aux"):
+        assert math.isnan(metrics[key]), key
+    assert not math.isnan(metrics["top1"]) and metrics["loss"] == metrics["loss_sup"]
+
+
+def test_resumed_run_continues_exactly_like_an_uninterrupted_one(tiny_dataset: Path) -> None:
+    """Randomness is a function of (seed, epoch, rank): epoch 2 after a resume equals epoch 2 without one."""
+    config = TrainConfig.parse(tiny_config(tiny_dataset, method="fixmatch", threshold=0.0))
+    straight: list[dict[str, Any]] = []
+    run(config, LocalSession(on_report=straight.append))
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_first_epoch(metrics: dict[str, Any]) -> None:
+        interrupted.append(metrics)
+        if metrics["epoch"] == 1:
+            raise Crash
+
+    interrupted: list[dict[str, Any]] = []
+    session = LocalSession(on_report=crash_after_first_epoch)
+    with pytest.raises(Crash):
+        run(config, session)
+    run(config, session)  # the session kept the checkpoint of epoch 1
+    assert [m["epoch"] for m in interrupted] == [1, 2]
+    for key in ("loss", "loss_pl", "top1", "mask_rate_primary", "lr"):
+        assert interrupted[1][key] == pytest.approx(straight[1][key], rel=1e-6), key

@@ -1,0 +1,124 @@
+"""The losses against plain loop-over-samples transcriptions of SPEC's equations."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from trainable.losses import contrastive_loss, cross_pseudo_label_loss, symmetric_contrastive_loss
+
+
+def reference_pseudo_label_loss(student: torch.Tensor, teacher: torch.Tensor, threshold: float) -> tuple[float, list[bool]]:
+    """L_u = (1/B_u) Σ_i 1[max q_i ≥ τ] · CE(argmax q_i, student_i), one clip at a time."""
+    total, mask = 0.0, []
+    for s, t in zip(student.tolist(), teacher.tolist()):
+        z = sum(math.exp(v) for v in t)
+        q = [math.exp(v) / z for v in t]
+        confident = max(q) >= threshold
+        mask.append(confident)
+        if confident:
+            label = q.index(max(q))
+            total += -(s[label] - math.log(sum(math.exp(v) for v in s)))
+    return total / len(student), mask
+
+
+def reference_contrastive_loss(zp: torch.Tensor, za: torch.Tensor, temperature: float) -> float:
+    """L_ca(i) = −log h(z_i^Z, z_i^A) / (h(z_i^Z, z_i^A) + Σ_{q∈{Z,A}} Σ_{k≠i} h(z_i^Z, z_k^q)), averaged."""
+
+    def h(u: list[float], v: list[float]) -> float:
+        dot = sum(a * b for a, b in zip(u, v))
+        cos = dot / (math.sqrt(sum(a * a for a in u)) * math.sqrt(sum(b * b for b in v)))
+        return math.exp(cos / temperature)
+
+    zp_l, za_l = zp.tolist(), za.tolist()
+    n = len(zp_l)
+    losses = []
+    for i in range(n):
+        positive = h(zp_l[i], za_l[i])
+        negatives = sum(h(zp_l[i], other[k]) for other in (zp_l, za_l) for k in range(n) if k != i)
+        losses.append(-math.log(positive / (positive + negatives)))
+    return sum(losses) / n
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("threshold", [0.0, 0.3, 0.6, 0.95])
+def test_pseudo_label_loss_matches_reference(seed: int, threshold: float) -> None:
+    g = torch.Generator().manual_seed(seed)
+    student = torch.randn(7, 5, generator=g, dtype=torch.float64)
+    teacher = torch.randn(7, 5, generator=g, dtype=torch.float64) * 2.5
+    loss, mask = cross_pseudo_label_loss(student, teacher, threshold)
+    expected, expected_mask = reference_pseudo_label_loss(student, teacher, threshold)
+    assert mask.dtype == torch.bool
+    assert mask.tolist() == expected_mask
+    assert loss.item() == pytest.approx(expected, rel=1e-5, abs=1e-7)
+
+
+def test_pseudo_label_loss_nothing_confident_is_zero_with_zero_gradient() -> None:
+    student = torch.randn(4, 3, requires_grad=True)
+    teacher = torch.zeros(4, 3)  # uniform: max prob 1/3
+    loss, mask = cross_pseudo_label_loss(student, teacher, 0.5)
+    assert not mask.any()
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.count_nonzero(student.grad) == 0
+
+
+def test_pseudo_label_loss_all_confident_is_plain_cross_entropy_on_hard_labels() -> None:
+    student = torch.randn(6, 4, dtype=torch.float64)
+    teacher = torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 3, 0, 1]), 4).double() * 20
+    loss, mask = cross_pseudo_label_loss(student, teacher, 0.8)
+    assert mask.all()
+    expected = torch.nn.functional.cross_entropy(student, torch.tensor([0, 1, 2, 3, 0, 1]))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_pseudo_label_loss_is_averaged_over_the_whole_batch() -> None:
+    """Two confident clips of four: the sum of their CE divided by 4, not by 2."""
+    student = torch.zeros(4, 2, dtype=torch.float64)  # CE of any label = log 2
+    teacher = torch.tensor([[9.0, 0.0], [0.0, 9.0], [0.0, 0.0], [0.0, 0.0]], dtype=torch.float64)
+    loss, mask = cross_pseudo_label_loss(student, teacher, 0.9)
+    assert mask.tolist() == [True, True, False, False]
+    assert loss.item() == pytest.approx(2 * math.log(2) / 4)
+
+
+def test_pseudo_label_loss_stops_gradient_at_the_teacher() -> None:
+    student = torch.randn(5, 3, requires_grad=True)
+    teacher = (torch.randn(5, 3) * 5).requires_grad_()
+    loss, _ = cross_pseudo_label_loss(student, teacher, 0.0)
+    loss.backward()
+    assert teacher.grad is None
+    assert student.grad is not None and student.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("n", [2, 3, 8])
+@pytest.mark.parametrize("temperature", [0.1, 0.5, 1.0])
+def test_contrastive_loss_matches_reference(seed: int, n: int, temperature: float) -> None:
+    g = torch.Generator().manual_seed(seed)
+    zp = torch.randn(n, 6, generator=g, dtype=torch.float64)
+    za = torch.randn(n, 6, generator=g, dtype=torch.float64)
+    loss = contrastive_loss(zp, za, temperature)
+    assert loss.item() == pytest.approx(reference_contrastive_loss(zp, za, temperature), rel=1e-5)
+
+
+def test_contrastive_loss_anchors_on_the_primary() -> None:
+    """The paper's loss is not symmetric: swapping the models changes it; the symmetric option averages both."""
+    g = torch.Generator().manual_seed(0)
+    zp, za = torch.randn(4, 5, generator=g, dtype=torch.float64), torch.randn(4, 5, generator=g, dtype=torch.float64)
+    forward, backward = contrastive_loss(zp, za, 0.5), contrastive_loss(za, zp, 0.5)
+    assert forward.item() != pytest.approx(backward.item())
+    assert symmetric_contrastive_loss(zp, za, 0.5).item() == pytest.approx((forward + backward).item() / 2)
+
+
+def test_contrastive_loss_is_low_when_pairs_align_and_others_differ() -> None:
+    z = torch.eye(4, dtype=torch.float64)
+    aligned = contrastive_loss(z, z, 0.1)
+    shuffled = contrastive_loss(z, z.roll(1, dims=0), 0.1)
+    assert aligned.item() < 0.01 < shuffled.item()
+
+
+def test_contrastive_loss_of_one_clip_is_an_error() -> None:
+    with pytest.raises(ValueError, match="at least 2 clips"):
+        contrastive_loss(torch.randn(1, 8), torch.randn(1, 8), 0.5)
