@@ -64,6 +64,8 @@ def ray_local() -> Iterator[None]:
     """One local Ray instance for the whole session; ``ray.shutdown`` ends exactly the processes it started."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from search.tune import DRIVER_RESOURCE
+
+    ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False, resources={DRIVER_RESOURCE: 100})
     yield
     ray.shutdown()

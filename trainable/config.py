@@ -156,14 +156,34 @@ class TrainConfig(BaseModel):
             raise ConfigError(format_errors(exc, source)) from None
 
 
-def format_errors(exc: ValidationError, source: str) -> str:
-    """One line per problem: ``source: key: message (got value)``."""
+def format_errors(exc: ValidationError, source: str, model: type[BaseModel] = TrainConfig, prefix: str = "") -> str:
+    """One line per problem: ``source: key.path: message (got value)``; unknown keys list the allowed ones."""
     lines = []
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"])
+        loc = [str(p) for p in err["loc"]]
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            message = "unknown key; allowed: " + ", ".join(TrainConfig.model_fields)
+            message = "unknown key; allowed: " + ", ".join(_fields_at(model, loc[:-1]))
         got = "" if err["type"] in ("missing", "value_error") else f" (got {err['input']!r})"
+        key = ".".join(filter(None, [prefix, *loc]))
         lines.append(f"{source}: {key + ': ' if key else ''}{message}{got}")
     return "\n".join(lines)
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in getattr(annotation, "__args__", ()) for m in _models_in(arg)]
+
+
+def _fields_at(model: type[BaseModel], path: list[str]) -> list[str]:
+    """Key names allowed in the nested model at ``path`` (path parts that are dict keys are skipped)."""
+    for part in path:
+        field = model.model_fields.get(part)
+        if field is None:  # a dict key, such as a parameter name under ``space``
+            continue
+        inner = _models_in(field.annotation)
+        if not inner:
+            break
+        model = inner[0]
+    return [field.alias or name for name, field in model.model_fields.items()]

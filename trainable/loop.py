@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from trainable import methods, models
+from trainable import logs, methods, models
 from trainable.config import TrainConfig
 from trainable.data import transforms
 from trainable.data.datasets import ClipSpec, EvalClips, TrainClips
@@ -42,11 +42,13 @@ METRICS = (
     "mask_rate_primary", "mask_rate_aux", "pl_acc_primary", "pl_acc_aux",
     "epoch", "epoch_time_s", "clips_per_s",
 )  # fmt: skip
+# Also reported each epoch: the learning rate, the labeled split's identity, unreadable videos so far.
+REPORTED = METRICS + ("lr", "split_hash", "videos_skipped")
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Entry point for ``ray.train.torch.TorchTrainer(train_loop_per_worker=...)``."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logs.setup()
     run(TrainConfig.parse(config), RaySession())
 
 

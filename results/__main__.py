@@ -1,0 +1,43 @@
+"""``python -m results``: read the Parquet store.
+
+    python -m results query "SELECT method, avg(final_top1) FROM trials GROUP BY method"
+    python -m results show SEARCH_ID
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from results.report import query, show
+from results.store import DEFAULT_STORE, Store
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m results", description="Query the searches, trials and epochs tables.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    q = commands.add_parser("query", help="run SQL (DuckDB) over the tables searches, trials, epochs")
+    q.add_argument("sql")
+    s = commands.add_parser("show", help="a search's trials, best first")
+    s.add_argument("search_id")
+    s.add_argument("--metric", help="sort by this metric instead of the search's own")
+    for sub in (q, s):
+        sub.add_argument("--store", default=DEFAULT_STORE, help=f"folder or URI of the tables (default {DEFAULT_STORE})")
+    args = parser.parse_args(argv)
+    store = Store(args.store)
+    try:
+        if args.command == "query":
+            print(query(store, args.sql))
+        else:
+            print(show(store, args.search_id, args.metric))
+    except KeyError as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # DuckDB's errors name the problem in the SQL
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

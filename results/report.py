@@ -1,0 +1,82 @@
+"""Reading the store as tables: SQL through DuckDB, a search's trials, and mean ± std over seeds."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import duckdb
+import pyarrow as pa
+
+from results.store import TABLES, Store
+from trainable.config import TrainConfig
+
+# Columns of the trials table that are not configuration.
+_CONFIG = set(TrainConfig.model_fields)
+
+
+def connect(store: Store) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection where ``searches``, ``trials`` and ``epochs`` are the store's tables."""
+    con = duckdb.connect()
+    for table in TABLES:
+        data = store.read(table)
+        if data.num_columns == 0:
+            data = pa.table({"search_id": pa.array([], pa.string())})
+        con.register(table, data)
+    return con
+
+
+def format_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain text table, numbers right-aligned, floats to three significant decimals."""
+
+    def cell(value: Any) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, float):
+            if math.isnan(value):
+                return "nan"
+            return f"{value:.4g}" if abs(value) < 1e-2 and value != 0 else f"{value:.2f}".rstrip("0").rstrip(".")
+        return str(value)
+
+    text = [[cell(v) for v in row] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in text]) for i, c in enumerate(columns)]
+    numeric = [all(isinstance(row[i], (int, float)) or row[i] is None for row in rows) for i in range(len(columns))]
+    fmt = lambda values: "  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric))  # noqa: E731
+    lines = [fmt(columns), "  ".join("-" * w for w in widths)]
+    lines += [fmt(r) for r in text]
+    return "\n".join(lines)
+
+
+def query(store: Store, sql: str) -> str:
+    con = connect(store)
+    result = con.execute(sql)
+    return format_rows([d[0] for d in result.description], result.fetchall())
+
+
+def varied_columns(store: Store, search_id: str) -> list[str]:
+    """Config columns whose value differs between the search's trials (the searched parameters and seed)."""
+    trials = store.read("trials", search_id)
+    out = []
+    for name in trials.column_names:
+        if name in _CONFIG and len(set(map(str, trials.column(name).to_pylist()))) > 1:
+            out.append(name)
+    return out
+
+
+def show(store: Store, search_id: str, metric: str | None = None, mode: str | None = None) -> str:
+    """The search's trials, best first by the search's metric, with what varied and how each trial ended."""
+    con = connect(store)
+    found = con.execute("SELECT metric, mode FROM searches WHERE search_id = ?", [search_id]).fetchall()
+    if not found:
+        known = [r[0] for r in con.execute("SELECT search_id FROM searches ORDER BY started_at").fetchall()]
+        raise KeyError(f"no search {search_id!r} in {store.uri}; searches: {', '.join(known) or 'none'}")
+    metric = metric or found[0][0]
+    mode = mode or found[0][1]
+    params = [c for c in varied_columns(store, search_id) if c != "seed"]
+    columns = ["trial_id", *params, "seed", "status", "stopped_at_epoch", "epochs_run", f"final_{metric}", f"best_{metric}", "wall_s"]
+    order = "DESC" if mode == "max" else "ASC"
+    cols = ", ".join(f'"{c}"' for c in columns)
+    result = con.execute(
+        f'SELECT {cols} FROM trials WHERE search_id = ? ORDER BY "best_{metric}" {order} NULLS LAST', [search_id]
+    )
+    return format_rows(columns, result.fetchall())

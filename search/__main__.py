@@ -1,0 +1,46 @@
+"""``python -m search``: validate a search space, or run it on Ray.
+
+    python -m search check spaces/demo.yaml
+    python -m search run spaces/demo.yaml [--address auto] [--store DIR_OR_URI] [--name NAME] [--set key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from results.store import DEFAULT_STORE, Store
+from search.space import SpaceError, describe, load, parse_overrides
+from trainable import logs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m search", description="Hyperparameter and ablation searches on Ray.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("check", "validate a space and print what would run, without starting Ray"), ("run", "run a space")):
+        sub = commands.add_parser(name, help=text, description=text)
+        sub.add_argument("space", help="a YAML search space, e.g. spaces/demo.yaml")
+        sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a base-config value")
+        if name == "run":
+            sub.add_argument("--address", help="Ray cluster to join ('auto', 'ray://host:10001'); default: a local instance, or the job's cluster")
+            sub.add_argument("--store", default=DEFAULT_STORE, help=f"folder or URI (s3://…) of the Parquet tables (default {DEFAULT_STORE})")
+            sub.add_argument("--name", help="search id; naming an interrupted search resumes it")
+    args = parser.parse_args(argv)
+    logs.setup()
+    try:
+        space = load(args.space, parse_overrides(args.set))
+    except SpaceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "check":
+        print(describe(space))
+        return 0
+    from search.runner import run
+
+    print(describe(space), flush=True)
+    run(space, Store(args.store), address=args.address, name=args.name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,262 @@
+"""Search spaces: the YAML schema, its validation, and what a space expands to.
+
+A space file is validated completely before Ray starts: the file's own keys by the schema below, the
+base config and every value a parameter can take by ``TrainConfig``. Every problem is reported with the
+file, the key path and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from trainable.config import ConfigError, TrainConfig, format_errors
+from trainable.loop import METRICS
+
+KINDS = ("choice", "grid", "uniform", "loguniform", "int")
+
+
+class SpaceError(ValueError):
+    """A space file or override that is not valid; the message names the file and the key path."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Param(_Strict):
+    """One varied parameter: exactly one of the kinds below."""
+
+    choice: list[Any] | None = Field(None, min_length=1, description="sampled uniformly from the list")
+    grid: list[Any] | None = Field(None, min_length=1, description="every value, each in its own trials")
+    uniform: tuple[float, float] | None = None
+    loguniform: tuple[float, float] | None = None
+    int_: tuple[int, int] | None = Field(None, alias="int", description="an integer in [low, high], both included")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "Param":
+        given = [k for k in KINDS if getattr(self, "int_" if k == "int" else k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of {', '.join(KINDS)}; got {', '.join(given) or 'none'}")
+        low_high = self.uniform or self.loguniform or self.int_
+        if low_high is not None and not low_high[0] < low_high[1]:
+            raise ValueError(f"{given[0]}: low must be below high, got {list(low_high)}")
+        if self.loguniform is not None and self.loguniform[0] <= 0:
+            raise ValueError(f"loguniform: bounds must be positive, got {list(self.loguniform)}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in KINDS if getattr(self, "int_" if k == "int" else k) is not None)
+
+    @property
+    def values(self) -> Any:
+        return getattr(self, "int_" if self.kind == "int" else self.kind)
+
+    def examples(self) -> list[Any]:
+        """Values to validate against the training config: all listed ones, or the bounds."""
+        return list(self.values)
+
+
+class Scheduler(_Strict):
+    type: Literal["asha", "none"] = "none"
+    max_t: int | None = Field(None, ge=1, description="ASHA's last epoch; default: the base config's epochs")
+    grace_period: int = Field(1, ge=1, description="epochs every trial runs before it can be stopped")
+    reduction_factor: float = Field(2.0, gt=1.0)
+
+
+class Search(_Strict):
+    type: Literal["optuna", "grid"] = "grid"
+    seed: int = Field(0, description="seed of Optuna's TPE sampler")
+    startup_trials: int = Field(10, ge=0, description="random configurations before TPE takes over")
+
+
+class Resources(_Strict):
+    workers: int = Field(1, ge=1, description="Ray Train workers per trial")
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0, description="fractional values share a GPU between workers")
+
+
+class SpaceFile(_Strict):
+    """The YAML file's top level."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    metric: str = "top1"
+    mode: Literal["max", "min"] = "max"
+    base: dict[str, Any] = Field(default_factory=dict)
+    space: dict[str, Param] = Field(default_factory=dict)
+    seeds: list[int] | int = Field([0], description="a list of seeds, or a count n meaning 0..n-1")
+    scheduler: Scheduler = Field(default_factory=Scheduler)
+    search: Search = Field(default_factory=Search)
+    num_samples: int = Field(1, ge=1, description="optuna: configurations to try; grid: repeats of the grid")
+    resources: Resources = Field(default_factory=Resources)
+    max_concurrent: int | None = Field(None, ge=1)
+    max_failures: int = Field(0, ge=0, description="retries of a failed trial, resuming from its checkpoint")
+
+    @model_validator(mode="after")
+    def _check(self) -> "SpaceFile":
+        if self.metric not in METRICS:
+            raise ValueError(f"metric: {self.metric!r} is not a reported metric; allowed: {', '.join(METRICS)}")
+        if isinstance(self.seeds, int) and self.seeds < 1:
+            raise ValueError(f"seeds: a count must be >= 1, got {self.seeds}")
+        if isinstance(self.seeds, list) and len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds: repeated seeds {self.seeds}")
+        grid = [name for name, p in self.space.items() if p.kind == "grid"]
+        if self.search.type == "optuna" and grid:
+            raise ValueError(f"space: grid parameters ({', '.join(grid)}) need search type 'grid'; use choice with optuna")
+        if self.search.type == "grid" and self.num_samples > 1 and not any(p.kind != "grid" for p in self.space.values()):
+            raise ValueError("num_samples: a pure grid runs every cell once per seed; add seeds instead")
+        if self.scheduler.type == "none" and self.scheduler.max_t is not None:
+            raise ValueError("scheduler.max_t: only for type 'asha'")
+        return self
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+
+@dataclass(frozen=True)
+class Space:
+    """A validated space: the file's settings plus the base config with overrides applied."""
+
+    path: str
+    text: str
+    spec: SpaceFile
+    base: dict[str, Any]
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def hash(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()[:12]
+
+    @property
+    def epochs(self) -> int:
+        return int(self.base.get("epochs", TrainConfig.model_fields["epochs"].default))
+
+    @property
+    def max_t(self) -> int:
+        return self.spec.scheduler.max_t or self.epochs
+
+    def grid_cells(self) -> list[dict[str, Any]]:
+        """Every combination of the grid parameters (one empty cell when there are none)."""
+        grid = {k: p.values for k, p in self.spec.space.items() if p.kind == "grid"}
+        return [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
+
+    @property
+    def num_trials(self) -> int:
+        seeds = len(self.spec.seed_list)
+        if self.spec.search.type == "grid":
+            return len(self.grid_cells()) * seeds * self.spec.num_samples
+        return self.spec.num_samples * seeds
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` strings, values read as YAML scalars (``0.5`` a float, ``true`` a bool, ``null`` None)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SpaceError(f"--set takes key=value, got {pair!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Space:
+    """Read and validate a space file; raise ``SpaceError`` naming the file and every bad key."""
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpaceError(f"{source}: cannot read: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpaceError(f"{source}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise SpaceError(f"{source}: the top level must be a mapping with at least 'name'")
+    try:
+        spec = SpaceFile.model_validate(raw)
+    except ValidationError as exc:
+        raise SpaceError(format_errors(exc, source, SpaceFile)) from None
+
+    overrides = dict(overrides or {})
+    base = {**spec.base, **overrides}
+    problems = _check_config(base, source, "base")
+    allowed = [k for k in TrainConfig.model_fields if k != "seed"]
+    for name, param in spec.space.items():
+        if name not in allowed:
+            hint = "; seeds are set by the top-level 'seeds'" if name == "seed" else ""
+            problems.append(f"{source}: space.{name}: unknown parameter{hint}; allowed: {', '.join(allowed)}")
+            continue
+        if name in overrides:
+            problems.append(f"{source}: space.{name}: varied by the space, so it cannot be overridden with --set")
+            continue
+        for i, value in enumerate(param.examples()):
+            problems += _check_config({**base, name: value}, source, f"space.{name}.{param.kind}[{i}]", only=name)
+    if problems:
+        raise SpaceError("\n".join(dict.fromkeys(problems)))
+    space = Space(path=source, text=text, spec=spec, base=base, overrides=overrides)
+    if spec.scheduler.type == "asha" and space.max_t > space.epochs:
+        raise SpaceError(f"{source}: scheduler.max_t: must be <= epochs ({space.epochs}), got {space.max_t}")
+    return space
+
+
+def _check_config(values: dict[str, Any], source: str, where: str, only: str | None = None) -> list[str]:
+    """Problems of ``values`` as a training config, reported at ``where``; ``only`` keeps one key's problems."""
+    try:
+        TrainConfig.parse(values, source=source)
+    except ConfigError as exc:
+        lines = str(exc).splitlines()
+        if only is not None:
+            lines = [line for line in lines if line.startswith(f"{source}: {only}:")]
+            return [line.replace(f"{source}: {only}:", f"{source}: {where}:", 1) for line in lines]
+        return [line.replace(f"{source}: ", f"{source}: {where}.", 1) for line in lines]
+    return []
+
+
+def describe(space: Space) -> str:
+    """What ``search check`` prints: parameters, trial count, scheduler, search and resources."""
+    spec = space.spec
+    lines = [f"space {spec.name} ({space.path}, hash {space.hash})"]
+    if spec.description:
+        lines.append(f"  {spec.description.strip()}")
+    if space.overrides:
+        lines.append("  overrides: " + ", ".join(f"{k}={v!r}" for k, v in space.overrides.items()))
+    config = TrainConfig.parse({**space.base, "seed": spec.seed_list[0]})
+    lines.append(f"  method {config.method}: {config.primary_backbone}" + (f" + {config.aux_backbone}" if config.aux_backbone else ""))
+    lines.append(f"  dataset {config.dataset}, {config.labeled_per_class} labeled per class, {config.epochs} epochs")
+    lines.append("  parameters:" if spec.space else "  parameters: none (one configuration)")
+    for name, param in spec.space.items():
+        lines.append(f"    {name}: {param.kind} {list(param.values)}")
+    lines.append(f"  seeds: {spec.seed_list}")
+    lines.append(f"  trials: {space.num_trials}")
+    if spec.scheduler.type == "asha":
+        sch = spec.scheduler
+        lines.append(f"  scheduler: ASHA on {spec.metric} ({spec.mode}) by epoch, grace {sch.grace_period}, max_t {space.max_t}, reduction {sch.reduction_factor:g}")
+    else:
+        lines.append("  scheduler: none (every trial runs all epochs)")
+    if spec.search.type == "optuna":
+        lines.append(f"  search: Optuna TPE on {spec.metric} ({spec.mode}), sampler seed {spec.search.seed}, {spec.search.startup_trials} startup trials")
+    else:
+        lines.append("  search: grid")
+    res = spec.resources
+    lines.append(
+        f"  resources per trial: {res.workers} worker(s) x {res.cpus_per_worker:g} CPU"
+        + (f" + {res.gpus_per_worker:g} GPU" if res.gpus_per_worker else "")
+        + f"; at most {spec.max_concurrent or 'unlimited'} concurrent; {spec.max_failures} retries"
+    )
+    if spec.search.type == "grid":
+        lines.append(f"  grid cells: {len(space.grid_cells())}")
+    return "\n".join(lines)

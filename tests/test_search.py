@@ -1,0 +1,162 @@
+"""The search service: space validation, Optuna's determinism, and a real Tune search over TorchTrainer trials."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from results.report import query, show
+from results.store import Store
+from search.space import SpaceError, load
+from search.tune import param_space, searcher
+
+from conftest import tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_space(path: Path, **fields: Any) -> Path:
+    path.write_text(yaml.safe_dump(fields, sort_keys=False))
+    return path
+
+
+def tiny_space(tmp_path: Path, data: Path, **fields: Any) -> Path:
+    base = tiny_config(data)
+    base.pop("threshold", None)
+    spec = {
+        "name": "tiny",
+        "base": base,
+        "space": {"threshold": {"grid": [0.0, 1.0]}},
+        "seeds": [0, 1],
+        "resources": {"workers": 1, "cpus_per_worker": 1},
+        "max_concurrent": 2,
+        **fields,
+    }
+    return write_space(tmp_path / "tiny.yaml", **spec)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"scheduler": {"type": "asha", "gace_period": 2}}, r"scheduler\.gace_period: unknown key; allowed: type, max_t, grace_period"),
+        ({"scheduler": {"type": "hyperband"}}, r"scheduler\.type: Input should be 'asha' or 'none'"),
+        ({"space": {"threshold": {"uniform": [0.9, 0.1]}}}, r"space\.threshold: .*low must be below high"),
+        ({"space": {"threshold": {"choice": [0.5, 1.5]}}}, r"space\.threshold\.choice\[1\]: Input should be less than or equal to 1"),
+        ({"space": {"thresold": {"choice": [0.5]}}}, r"space\.thresold: unknown parameter; allowed: .*threshold"),
+        ({"space": {"seed": {"choice": [1, 2]}}}, r"space\.seed: unknown parameter; seeds are set by the top-level 'seeds'"),
+        ({"base": {"primary_backbone": "resnet3d_34"}}, r"base\.primary_backbone: unknown backbone 'resnet3d_34'"),
+        ({"base": {"mu": 0}}, r"base\.mu: Input should be greater than or equal to 1"),
+        ({"resources": {"workers": 0}}, r"resources\.workers: Input should be greater than or equal to 1"),
+        ({"metric": "accuracy"}, r"metric: 'accuracy' is not a reported metric; allowed: top1"),
+        ({"search": {"type": "optuna"}, "space": {"gamma": {"grid": [1, 2]}}}, r"grid parameters \(gamma\) need search type 'grid'"),
+        ({"max_concurent": 2}, r"max_concurent: unknown key; allowed: .*max_concurrent"),
+    ],
+)
+def test_broken_space_names_file_and_key(tmp_path: Path, fields: dict, message: str) -> None:
+    path = write_space(tmp_path / "broken.yaml", name="broken", **fields)
+    with pytest.raises(SpaceError, match=message) as info:
+        load(path)
+    assert str(path) in str(info.value)
+
+
+def test_check_reports_the_key_path_and_starts_no_ray(tmp_path: Path) -> None:
+    path = write_space(tmp_path / "broken.yaml", name="broken", base={"threshold": 2}, scheduler={"type": "asha", "grace_period": 0})
+    code = (
+        "import sys\nfrom search.__main__ import main\nrc = main(['check', sys.argv[1]])\n"
+        "print('RAY_IMPORTED' if 'ray' in sys.modules else 'NO_RAY'); sys.exit(rc)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 2
+    assert f"{path}: scheduler.grace_period: Input should be greater than or equal to 1" in out.stderr
+    assert "NO_RAY" in out.stdout
+
+
+def test_every_shipped_space_passes_check() -> None:
+    for path in sorted((ROOT / "spaces").rglob("*.yaml")):
+        space = load(path)
+        assert space.num_trials >= 1, path
+
+
+def test_overrides_are_validated_like_the_file(tmp_path: Path) -> None:
+    path = write_space(tmp_path / "s.yaml", name="s", space={"beta": {"choice": [0.0, 2.0]}})
+    assert load(path, {"epochs": 3}).base["epochs"] == 3
+    with pytest.raises(SpaceError, match=r"base\.threshold: Input should be less than or equal to 1"):
+        load(path, {"threshold": 3})
+    with pytest.raises(SpaceError, match=r"space\.beta: varied by the space"):
+        load(path, {"beta": 1.0})
+
+
+def test_trial_count_counts_grid_cells_and_seeds(tmp_path: Path) -> None:
+    path = write_space(tmp_path / "g.yaml", name="g", space={"threshold": {"grid": [0.5, 0.8]}, "gamma": {"grid": [1, 2, 3]}}, seeds=3)
+    assert load(path).num_trials == 2 * 3 * 3
+    path = write_space(tmp_path / "o.yaml", name="o", space={"lr": {"loguniform": [1e-3, 1e-1]}}, seeds=[4, 5],
+                       search={"type": "optuna"}, num_samples=5)
+    assert load(path).num_trials == 10
+
+
+def first_suggestions(space_path: Path, n: int) -> list[dict]:
+    space = load(space_path)
+    algo = searcher(space)
+    algo.set_search_properties(space.spec.metric, space.spec.mode, param_space(space))
+    return [algo.suggest(f"t{i}") for i in range(n)]
+
+
+def test_same_space_and_sampler_seed_propose_the_same_configurations(tmp_path: Path) -> None:
+    fields = {
+        "name": "o",
+        "space": {"threshold": {"uniform": [0.5, 0.95]}, "lr": {"loguniform": [1e-4, 1e-1]}, "beta": {"choice": [0, 1, 2]}},
+        "search": {"type": "optuna", "seed": 7, "startup_trials": 2},
+        "seeds": [0, 1],
+        "num_samples": 4,
+    }
+    path = write_space(tmp_path / "o.yaml", **fields)
+    a, b = first_suggestions(path, 6), first_suggestions(path, 6)
+    assert a == b
+    # Each configuration is repeated over the seeds before the next one is proposed.
+    assert [s["seed"] for s in a] == [0, 1, 0, 1, 0, 1]
+    assert a[0]["threshold"] == a[1]["threshold"] != a[2]["threshold"]
+    other = write_space(tmp_path / "p.yaml", **{**fields, "search": {"type": "optuna", "seed": 8, "startup_trials": 2}})
+    assert first_suggestions(other, 1)[0]["threshold"] != a[0]["threshold"]
+
+
+def test_search_runs_concurrent_trainer_trials_and_writes_parquet(ray_local: None, tiny_dataset: Path, tmp_path: Path) -> None:
+    """Four TorchTrainer trials, two at a time on two CPUs; ASHA stops the ones whose pseudo-labels never pass.
+
+    threshold 0 accepts every unlabeled clip (mask rate 1), threshold 1 none (mask rate 0), so whichever
+    order the trials report in, ASHA on mask_rate_primary stops at least one threshold-1 trial at epoch 1.
+    """
+    from search.runner import run
+
+    path = tiny_space(
+        tmp_path, tiny_dataset, metric="mask_rate_primary",
+        scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2},
+    )
+    store = Store(tmp_path / "store")
+    search_id = run(load(path), store, name="tiny-search")
+
+    trials = pq.read_table(tmp_path / "store" / "trials").to_pylist()
+    epochs = pq.read_table(tmp_path / "store" / "epochs").to_pylist()
+    searches = pq.read_table(tmp_path / "store" / "searches").to_pylist()
+    assert [s["search_id"] for s in searches] == [search_id] and searches[0]["status"] == "completed"
+    assert "threshold" in searches[0]["space_yaml"]
+    assert len(trials) == 4 and len({t["trial_id"] for t in trials}) == 4
+    assert sorted((t["threshold"], t["seed"]) for t in trials) == [(0.0, 0), (0.0, 1), (1.0, 0), (1.0, 1)]
+    # one epochs row per report, and the trial summaries agree with them
+    for t in trials:
+        rows = [e for e in epochs if e["trial_id"] == t["trial_id"]]
+        assert [e["epoch"] for e in rows] == list(range(1, t["epochs_run"] + 1))
+    stopped = [t for t in trials if t["status"] == "stopped"]
+    assert stopped and all(t["threshold"] == 1.0 and t["stopped_at_epoch"] == 1 for t in stopped)
+    assert all(t["status"] == "completed" and t["epochs_run"] == 2 for t in trials if t["threshold"] == 0.0)
+    # two trials ran at the same time: some trial started before another one ended
+    spans = sorted((t["started_at"], t["ended_at"]) for t in trials)
+    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:]))
+    # the tables read back through DuckDB and the report commands
+    assert "4" in query(store, f"SELECT count(*) AS n FROM trials WHERE search_id = '{search_id}'")
+    assert "stopped" in show(store, search_id)
