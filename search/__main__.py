@@ -21,6 +21,10 @@ def main(argv: list[str] | None = None) -> int:
         sub = commands.add_parser(name, help=text, description=text)
         sub.add_argument("space", help="a YAML search space, e.g. spaces/demo.yaml")
         sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a base-config value")
+        sub.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], help="replace the file's seeds, e.g. 0 or 0,1,2")
+        sub.add_argument("--workers", type=int, help="Train workers per trial (replaces resources.workers)")
+        sub.add_argument("--cpus-per-worker", type=float, help="replaces resources.cpus_per_worker")
+        sub.add_argument("--gpus-per-worker", type=float, help="replaces resources.gpus_per_worker")
         if name == "run":
             sub.add_argument("--address", help="Ray cluster to join ('auto', 'ray://host:10001'); default: a local instance, or the job's cluster")
             sub.add_argument("--store", default=DEFAULT_STORE, help=f"folder or URI (s3://…) of the Parquet tables (default {DEFAULT_STORE})")
@@ -28,7 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logs.setup()
     try:
-        space = load(args.space, parse_overrides(args.set))
+        resources = {
+            key: getattr(args, key)
+            for key in ("workers", "cpus_per_worker", "gpus_per_worker")
+            if getattr(args, key) is not None
+        }
+        space = load(args.space, parse_overrides(args.set), seeds=args.seeds, resources=resources)
     except SpaceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

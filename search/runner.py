@@ -27,7 +27,23 @@ class ClusterError(RuntimeError):
     """The Ray cluster cannot run trials as this service schedules them."""
 
 
-def init_ray(address: str | None) -> None:
+def _check_fits(space: Space) -> None:
+    """On a local instance nothing autoscales: a trial needing more than the machine has would wait forever."""
+    import ray
+
+    res = space.spec.resources
+    have = ray.cluster_resources()
+    need = {"CPU": res.workers * res.cpus_per_worker, "GPU": res.workers * res.gpus_per_worker}
+    short = {k: v for k, v in need.items() if v > have.get(k, 0)}
+    if short:
+        raise ClusterError(
+            f"a trial needs {res.workers} worker(s) x {res.cpus_per_worker:g} CPU + {res.gpus_per_worker:g} GPU, "
+            f"this machine has {have.get('CPU', 0):g} CPU and {have.get('GPU', 0):g} GPU; "
+            "use --workers, --cpus-per-worker and --gpus-per-worker"
+        )
+
+
+def init_ray(address: str | None, space: Space) -> None:
     """Start a local Ray instance, or join ``address`` (``auto`` or ``ray://…``; inside a job, the job's cluster).
 
     A local instance gets the ``TRAIN_DRIVER`` resource that trial drivers use instead of CPUs; a joined
@@ -41,6 +57,7 @@ def init_ray(address: str | None) -> None:
         # Train forwards reports to Tune at this polling interval (2 s by default).
         os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
         ray.init(resources={DRIVER_RESOURCE: 1000})
+        _check_fits(space)
         return
     else:
         ray.init(address=address)
@@ -78,6 +95,7 @@ def search_row(space: Space, search_id: str, store: Store, address: str | None) 
         "space_yaml": space.text,
         "space_hash": space.hash,
         "overrides": json.dumps(space.overrides, sort_keys=True),
+        "seeds": json.dumps(space.spec.seed_list),
         "metric": space.spec.metric,
         "mode": space.spec.mode,
         "planned_trials": space.num_trials,
@@ -100,11 +118,11 @@ def run(space: Space, store: Store, address: str | None = None, name: str | None
         config = TrainConfig.parse(space.base)
         config.check_paths()
         if config.dataset == "synthetic":  # generate it once here, with a progress bar, before trials start
-            ensure_synthetic(config.synthetic_spec(), config.data_root)
+            ensure_synthetic(config.synthetic_spec(), config.synthetic_root)
     search_id = name or f"{space.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     tune_storage = f"{store.uri}/tune"
     train_storage = f"{store.uri}/train/{search_id}"
-    init_ray(address)
+    init_ray(address, space)
     experiment = f"{tune_storage}/{search_id}"
     if tune.Tuner.can_restore(experiment):
         log.info("resuming search %s from %s", search_id, experiment)

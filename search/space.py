@@ -92,6 +92,10 @@ class SpaceFile(_Strict):
     mode: Literal["max", "min"] = "max"
     base: dict[str, Any] = Field(default_factory=dict)
     space: dict[str, Param] = Field(default_factory=dict)
+    cells: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="explicit grid cells, each setting several keys at once (a row of a paper table)",
+    )
     seeds: list[int] | int = Field([0], description="a list of seeds, or a count n meaning 0..n-1")
     scheduler: Scheduler = Field(default_factory=Scheduler)
     search: Search = Field(default_factory=Search)
@@ -111,6 +115,12 @@ class SpaceFile(_Strict):
         grid = [name for name, p in self.space.items() if p.kind == "grid"]
         if self.search.type == "optuna" and grid:
             raise ValueError(f"space: grid parameters ({', '.join(grid)}) need search type 'grid'; use choice with optuna")
+        if self.search.type == "optuna" and self.cells:
+            raise ValueError("cells: need search type 'grid'")
+        for i, cell in enumerate(self.cells):
+            clash = sorted(set(cell) & set(self.space))
+            if clash:
+                raise ValueError(f"cells[{i}]: {', '.join(clash)} also varied in space; set each key in one place")
         if self.search.type == "grid" and self.num_samples > 1 and not any(p.kind != "grid" for p in self.space.values()):
             raise ValueError("num_samples: a pure grid runs every cell once per seed; add seeds instead")
         if self.scheduler.type == "none" and self.scheduler.max_t is not None:
@@ -149,16 +159,25 @@ class Space:
         return self.spec.scheduler.max_t or self.epochs
 
     def grid_cells(self) -> list[dict[str, Any]]:
-        """Every combination of the grid parameters (one empty cell when there are none)."""
+        """Every explicit cell crossed with every combination of the grid parameters (one empty cell if none)."""
         grid = {k: p.values for k, p in self.spec.space.items() if p.kind == "grid"}
-        return [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
+        combos = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
+        return [{**cell, **combo} for cell in (self.spec.cells or [{}]) for combo in combos]
+
+    def grid_points(self) -> list[dict[str, Any]]:
+        """A grid search's trials: every cell on every seed, ``num_samples`` times (other keys are sampled)."""
+        return [
+            {**cell, "seed": seed}
+            for _ in range(self.spec.num_samples)
+            for cell in self.grid_cells()
+            for seed in self.spec.seed_list
+        ]
 
     @property
     def num_trials(self) -> int:
-        seeds = len(self.spec.seed_list)
         if self.spec.search.type == "grid":
-            return len(self.grid_cells()) * seeds * self.spec.num_samples
-        return self.spec.num_samples * seeds
+            return len(self.grid_points())
+        return self.spec.num_samples * len(self.spec.seed_list)
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -172,8 +191,17 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Space:
-    """Read and validate a space file; raise ``SpaceError`` naming the file and every bad key."""
+def load(
+    path: str | Path,
+    overrides: dict[str, Any] | None = None,
+    seeds: list[int] | None = None,
+    resources: dict[str, Any] | None = None,
+) -> Space:
+    """Read and validate a space file; raise ``SpaceError`` naming the file and every bad key.
+
+    ``overrides`` replace base-config values, ``seeds`` the file's seeds and ``resources`` keys of its
+    resources (e.g. one seed on one CPU worker for a toy run of a GPU space).
+    """
     path = Path(path)
     source = str(path)
     try:
@@ -186,6 +214,10 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Space:
         raise SpaceError(f"{source}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise SpaceError(f"{source}: the top level must be a mapping with at least 'name'")
+    if seeds is not None:
+        raw = {**raw, "seeds": seeds}
+    if resources:
+        raw = {**raw, "resources": {**(raw.get("resources") or {}), **resources}}
     try:
         spec = SpaceFile.model_validate(raw)
     except ValidationError as exc:
@@ -205,6 +237,12 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Space:
             continue
         for i, value in enumerate(param.examples()):
             problems += _check_config({**base, name: value}, source, f"space.{name}.{param.kind}[{i}]", only=name)
+    for i, cell in enumerate(spec.cells):
+        unknown = [k for k in cell if k not in allowed]
+        if unknown:
+            problems.append(f"{source}: cells[{i}]: unknown keys {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+            continue
+        problems += _check_config({**base, **cell}, source, f"cells[{i}]")
     if problems:
         raise SpaceError("\n".join(dict.fromkeys(problems)))
     space = Space(path=source, text=text, spec=spec, base=base, overrides=overrides)
@@ -237,9 +275,11 @@ def describe(space: Space) -> str:
     config = TrainConfig.parse({**space.base, "seed": spec.seed_list[0]})
     lines.append(f"  method {config.method}: {config.primary_backbone}" + (f" + {config.aux_backbone}" if config.aux_backbone else ""))
     lines.append(f"  dataset {config.dataset}, {config.labeled_per_class} labeled per class, {config.epochs} epochs")
-    lines.append("  parameters:" if spec.space else "  parameters: none (one configuration)")
+    lines.append("  parameters:" if spec.space or spec.cells else "  parameters: none (one configuration)")
     for name, param in spec.space.items():
         lines.append(f"    {name}: {param.kind} {list(param.values)}")
+    for i, cell in enumerate(spec.cells):
+        lines.append(f"    cell {i}: " + ", ".join(f"{k}={v}" for k, v in cell.items()))
     lines.append(f"  seeds: {spec.seed_list}")
     lines.append(f"  trials: {space.num_trials}")
     if spec.scheduler.type == "asha":

@@ -17,6 +17,7 @@ from ray import tune
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.basic_variant import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from search.space import Param, Space
@@ -119,12 +120,15 @@ class EpochOptunaSearch(OptunaSearch):
 
 
 def param_space(space: Space) -> dict[str, Any]:
-    """Tune's ``param_space``: constants from the base config, the varied parameters, and the seeds."""
+    """Tune's ``param_space``: constants from the base config and the sampled parameters.
+
+    Grid parameters, cells and seeds are not here: a grid search lists its trials explicitly
+    (``Space.grid_points``), so a cell that sets several keys at once stays one flat config.
+    """
     out: dict[str, Any] = dict(space.base)
     for name, param in space.spec.space.items():
-        out[name] = _domain(param)
-    if space.spec.search.type == "grid":
-        out["seed"] = tune.grid_search(space.spec.seed_list)
+        if param.kind != "grid":
+            out[name] = _domain(param)
     return out
 
 
@@ -132,8 +136,6 @@ def _domain(param: Param) -> Any:
     values = list(param.values)
     if param.kind == "choice":
         return tune.choice(values)
-    if param.kind == "grid":
-        return tune.grid_search(values)
     if param.kind == "uniform":
         return tune.uniform(*values)
     if param.kind == "loguniform":
@@ -141,10 +143,10 @@ def _domain(param: Param) -> Any:
     return tune.randint(values[0], values[1] + 1)  # int: both bounds included
 
 
-def searcher(space: Space) -> EpochOptunaSearch | None:
+def searcher(space: Space) -> EpochOptunaSearch | BasicVariantGenerator:
     spec = space.spec
-    if spec.search.type != "optuna":
-        return None
+    if spec.search.type == "grid":
+        return BasicVariantGenerator(points_to_evaluate=space.grid_points())
     sampler = optuna.samplers.TPESampler(seed=spec.search.seed, n_startup_trials=spec.search.startup_trials)
     return EpochOptunaSearch(
         metric=spec.metric, mode=spec.mode, sampler=sampler, seeds=spec.seed_list, max_epoch=space.epochs
@@ -176,7 +178,6 @@ def trainable(space: Space, train_storage: str) -> Any:
 def build_tuner(space: Space, tune_storage: str, train_storage: str, search_id: str, callbacks: list) -> tune.Tuner:
     spec = space.spec
     algo = searcher(space)
-    trials = space.num_trials
     return tune.Tuner(
         trainable(space, train_storage),
         param_space=param_space(space),
@@ -185,7 +186,7 @@ def build_tuner(space: Space, tune_storage: str, train_storage: str, search_id: 
             mode=spec.mode,
             search_alg=algo,
             scheduler=scheduler(space),
-            num_samples=trials if algo is not None else spec.num_samples,
+            num_samples=space.num_trials,
             max_concurrent_trials=spec.max_concurrent,
         ),
         run_config=tune.RunConfig(

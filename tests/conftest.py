@@ -33,7 +33,7 @@ def tiny_config(root: Path, **overrides: Any) -> dict[str, Any]:
         "primary_backbone": "resnet3d_tiny",
         "aux_backbone": "timesformer_tiny",
         "dataset": "synthetic",
-        "data_root": str(root),
+        "synthetic_root": str(root),
         "synthetic_classes": 3,
         "synthetic_train_per_class": 8,
         "synthetic_test_per_class": 2,

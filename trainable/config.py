@@ -15,6 +15,25 @@ from trainable import methods, models
 from trainable.data.synthetic import SyntheticSpec
 
 
+# What ``scale: tiny`` sets, whatever the config says: the synthetic dataset's frame size, short clips,
+# one test view, and what a CPU needs.
+TINY_INPUT: dict[str, Any] = {
+    "input_size": 32,
+    "scale_min": 32,
+    "scale_max": 40,
+    "primary_frames": 8,
+    "primary_stride": 4,
+    "aux_frames": 8,
+    "aux_stride": 2,
+    "views_clips": 1,
+    "views_crops": 1,
+    "precision": "fp32",
+    "loader_workers": 0,
+    "pin_memory": False,
+    "cache_decoded": True,
+}
+
+
 class ConfigError(ValueError):
     """A config value that is not allowed; the message names the key."""
 
@@ -31,11 +50,19 @@ class TrainConfig(BaseModel):
         None, description="None: the method's default; always None for methods without an auxiliary"
     )
 
+    scale: Literal["full", "tiny"] = Field(
+        "full", description="tiny: every backbone at CPU size and the input settings of TINY_INPUT (toy runs)"
+    )
+
     # Data.
-    dataset: Literal["synthetic", "ucf101"] = "synthetic"
-    data_root: str | None = Field(None, description="dataset folder; for synthetic, None means a cache folder")
+    dataset: Literal["synthetic", "ucf101", "hmdb51", "kinetics400"] = "synthetic"
+    data_root: str | None = Field(None, description="folder of a real dataset (not used by synthetic)")
+    synthetic_root: str | None = Field(None, description="where the synthetic dataset is generated; None: a cache folder")
     split: int = Field(1, ge=1, le=3)
-    labeled_per_class: int = Field(1, ge=1)
+    labeled_per_class: int | None = Field(None, ge=1, description="k labeled videos per class (default 1)")
+    labeled_fraction: float | None = Field(
+        None, gt=0.0, le=1.0, description="instead of labeled_per_class: this fraction of each class, at least 1"
+    )
     split_seed: int | None = Field(None, description="seed of the labeled subset; None: the run's seed")
     synthetic_classes: int = Field(10, ge=2)
     synthetic_train_per_class: int = Field(60, ge=1)
@@ -58,6 +85,10 @@ class TrainConfig(BaseModel):
     randaug_ops: int = Field(2, ge=0)
     randaug_magnitude: int = Field(9, ge=0, le=30)
     cutout: bool = True
+    spatial_aug: bool = Field(True, description="off: the strong view is the weak one (no RandAugment, no cutout)")
+    temporal_aug: bool = Field(
+        True, description="off: the auxiliary samples the primary's clip at the primary's stride (one frame rate)"
+    )
     views_clips: int = Field(5, ge=1)
     views_crops: int = Field(3, ge=1)
 
@@ -90,8 +121,18 @@ class TrainConfig(BaseModel):
     precision: Literal["fp32", "bf16"] = "fp32"
     loader_workers: int = Field(0, ge=0)
     pin_memory: bool = False
+    channels_last: bool = Field(False, description="channels_last_3d memory format for the 3D CNNs")
+    compile: bool = Field(False, description="torch.compile the backbones")
 
     seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tiny_scale(cls, values: Any) -> Any:
+        # Toy scale replaces the input settings too: 224-pixel crops of a 32-pixel model make no sense.
+        if isinstance(values, dict) and values.get("scale") == "tiny":
+            return {**values, **TINY_INPUT}
+        return values
 
     @model_validator(mode="before")
     @classmethod
@@ -116,6 +157,8 @@ class TrainConfig(BaseModel):
             raise ValueError(f"scale_min: must be >= input_size ({self.input_size}), got {self.scale_min}")
         if self.uses_contrastive and self.batch_size * self.mu < 2:
             raise ValueError("mu: the contrastive loss needs batch_size * mu >= 2 unlabeled clips per worker")
+        if self.labeled_per_class is not None and self.labeled_fraction is not None:
+            raise ValueError("labeled_fraction: give labeled_per_class or labeled_fraction, not both")
         if self.dataset != "synthetic" and self.data_root is None:
             raise ValueError(f"data_root: required for dataset {self.dataset!r}")
         return self

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from trainable import logs, methods, models
 from trainable.config import TrainConfig
-from trainable.data import transforms
+from trainable.data import read_index, transforms
 from trainable.data.datasets import ClipSpec, EvalClips, TrainClips
 from trainable.data.index import DatasetIndex
 from trainable.data.splits import LabeledSplit, labeled_split
@@ -31,6 +31,7 @@ from trainable.data.synthetic import ensure_synthetic
 from trainable.data.ucf101 import read_ucf101
 from trainable.data.video import VideoReader
 from trainable.evaluate import evaluate
+from trainable.models.resnet3d import ResNet3d
 from trainable.session import LocalSession, RaySession, Session
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 def load_index(cfg: TrainConfig, progress: bool = True) -> DatasetIndex:
     """The dataset's classes and video lists; the synthetic dataset is generated here if missing."""
     if cfg.dataset == "synthetic":
-        return read_ucf101(ensure_synthetic(cfg.synthetic_spec(), cfg.data_root, progress=progress))
-    return read_ucf101(str(cfg.data_root), cfg.split)
+        return read_ucf101(ensure_synthetic(cfg.synthetic_spec(), cfg.synthetic_root, progress=progress))
+    return read_index(cfg.dataset, str(cfg.data_root), cfg.split)
 
 
 class ShardSampler(Sampler[int]):
@@ -87,11 +88,13 @@ class Data:
 
 def build_data(cfg: TrainConfig, method: methods.Method, session: Session) -> Data:
     index = load_index(cfg, progress=session.rank == 0)
-    split = labeled_split(index.train, cfg.labeled_per_class, cfg.labeled_seed)
+    per_class = cfg.labeled_per_class or (None if cfg.labeled_fraction else 1)
+    split = labeled_split(index.train, per_class, cfg.labeled_seed, cfg.labeled_fraction)
     reader = VideoReader(cache=cfg.cache_decoded)
     clips = {"primary": ClipSpec(cfg.primary_frames, cfg.primary_stride)}
     if "aux" in method.models:
-        clips["aux"] = ClipSpec(cfg.aux_frames, cfg.aux_stride)
+        # Without temporal augmentation both models see one clip at one frame rate (Table S2's rows).
+        clips["aux"] = ClipSpec(cfg.aux_frames, cfg.aux_stride if cfg.temporal_aug else cfg.primary_stride)
     opts = transforms.SpatialOptions(
         input_size=cfg.input_size,
         scale_min=cfg.scale_min,
@@ -101,10 +104,12 @@ def build_data(cfg: TrainConfig, method: methods.Method, session: Session) -> Da
         cutout=cfg.cutout,
     )
     weak = transforms.weak(opts)
-    labeled = TrainClips(split.labeled, reader, clips, {"labeled": weak})
+    shared = not cfg.temporal_aug
+    labeled = TrainClips(split.labeled, reader, clips, {"labeled": weak}, shared_start=shared)
     unlabeled = None
     if method.uses_unlabeled:
-        unlabeled = TrainClips(split.unlabeled, reader, clips, {"weak": weak, "strong": transforms.strong(opts)})
+        strong = transforms.strong(opts) if cfg.spatial_aug else weak
+        unlabeled = TrainClips(split.unlabeled, reader, clips, {"weak": weak, "strong": strong}, shared_start=shared)
     shard = index.test[session.rank :: session.world_size]
     test = EvalClips(shard, reader, clips, cfg.views_clips, transforms.test_views(opts, cfg.views_crops))
     return Data(index, split, labeled, unlabeled, test, reader)
@@ -142,6 +147,8 @@ def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 
 def _unwrap(net: nn.Module) -> nn.Module:
+    """The plain module under torch.compile's and DDP's wrappers, whose state_dict keys are the model's own."""
+    net = getattr(net, "_orig_mod", net)
     return net.module if isinstance(net, nn.parallel.DistributedDataParallel) else net
 
 
@@ -158,15 +165,17 @@ def run(cfg: TrainConfig, session: Session) -> None:
         backbones["aux"] = (str(cfg.aux_backbone), cfg.aux_frames)
     nets: dict[str, nn.Module] = {}
     for role, (name, frames) in backbones.items():
-        backbone = models.build(name, num_classes, frames, cfg.input_size)
+        backbone = models.build(name, num_classes, frames, cfg.input_size, cfg.scale)
         head = models.ProjectionHead(backbone.num_features, out_features=cfg.projection_dim) if cfg.uses_contrastive else None
-        nets[role] = methods.Net(backbone, head)
+        nets[role] = methods.Net(backbone, head, channels_last=cfg.channels_last and isinstance(backbone, ResNet3d))
 
     state = session.restore()
     if state is not None:
         for role, net in nets.items():
             net.load_state_dict(state["nets"][role])
     nets = {role: session.prepare(net) for role, net in nets.items()}
+    if cfg.compile:  # after the DDP wrap, as torch.compile's docs advise
+        nets = {role: torch.compile(net) for role, net in nets.items()}
     params = [p for net in nets.values() for p in net.parameters()]
     if cfg.optimizer == "sgd":
         optimizer: torch.optim.Optimizer = torch.optim.SGD(

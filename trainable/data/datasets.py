@@ -59,18 +59,27 @@ class TrainClips(_Videos):
         reader: VideoReader,
         clips: dict[str, ClipSpec],
         augment: dict[str, Transform],
+        shared_start: bool = False,
     ) -> None:
         super().__init__(records, reader)
         self.clips = clips
         self.augment = augment
+        self.shared_start = shared_start  # every model's clip starts at the same frame
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
         index, frames = self._frames(index)
         # torch's RNG is seeded per worker and per epoch by the loop; numpy's draw follows it.
         rng = np.random.default_rng(int(torch.randint(0, 2**31, ())))
         item: dict[str, torch.Tensor | int] = {"label": self.records[index].label, "index": index}
+        if self.shared_start:
+            longest = max(sampling.span(s.frames, s.stride) for s in self.clips.values())
+            start = int(rng.integers(0, max(len(frames) - longest, 0) + 1))
         for model, spec in self.clips.items():
-            clip = frames[sampling.random_clip(len(frames), spec.frames, spec.stride, rng)]
+            if self.shared_start:
+                indices = sampling.clip_at(len(frames), spec.frames, spec.stride, start)
+            else:
+                indices = sampling.random_clip(len(frames), spec.frames, spec.stride, rng)
+            clip = frames[indices]
             for name, transform in self.augment.items():
                 item[f"{model}_{name}"] = transform(clip)
         return item

@@ -23,9 +23,15 @@ class LabeledSplit:
     split_hash: str
 
 
-def labeled_split(records: list[VideoRecord], per_class: int, seed: int) -> LabeledSplit:
-    """Choose ``per_class`` labeled videos in every class (all of a class if it has fewer)."""
-    if per_class < 1:
+def labeled_split(
+    records: list[VideoRecord], per_class: int | None, seed: int, fraction: float | None = None
+) -> LabeledSplit:
+    """Choose ``per_class`` labeled videos in every class, or ``fraction`` of each class (at least one).
+
+    A class with fewer videos than asked is all labeled. The paper's settings are counts per class
+    (UCF-101 1 %: 1, 10 %: 10; Kinetics-400 1 %: 6, 10 %: 60); the fraction is for other datasets.
+    """
+    if fraction is None and (per_class is None or per_class < 1):
         raise ValueError(f"labeled_per_class must be >= 1, got {per_class}")
     ordered = sorted(records, key=lambda r: r.name)
     by_class: dict[int, list[int]] = defaultdict(list)
@@ -35,7 +41,8 @@ def labeled_split(records: list[VideoRecord], per_class: int, seed: int) -> Labe
     chosen: set[int] = set()
     for label in sorted(by_class):
         members = by_class[label]
-        take = min(per_class, len(members))
+        want = max(1, round(fraction * len(members))) if fraction is not None else per_class
+        take = min(want, len(members))
         chosen.update(int(i) for i in rng.choice(members, size=take, replace=False))
     labeled = [r for i, r in enumerate(ordered) if i in chosen]
     unlabeled = [r for i, r in enumerate(ordered) if i not in chosen]

@@ -45,14 +45,18 @@ class StepLosses:
 class Net(nn.Module):
     """A backbone and, for contrastive methods, its projection head: one module, so DDP wraps both."""
 
-    def __init__(self, backbone: nn.Module, projection: nn.Module | None = None) -> None:
+    def __init__(self, backbone: nn.Module, projection: nn.Module | None = None, channels_last: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
         self.projection = projection
+        # channels_last_3d: the layout GPU kernels for 3D convolutions prefer; weights and inputs both.
+        self.memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
+        if channels_last:
+            self.backbone.to(memory_format=self.memory_format)
 
     def forward(self, x: torch.Tensor, project_from: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits of every clip, and projections of clips ``project_from:`` when a head exists."""
-        features = self.backbone.forward_features(x)
+        features = self.backbone.forward_features(x.contiguous(memory_format=self.memory_format))
         logits = self.backbone.forward_head(features)
         if self.projection is None or project_from is None:
             return logits, None

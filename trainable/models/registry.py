@@ -32,7 +32,11 @@ _REGISTRY: dict[str, Builder] = {}
 
 
 def register(name: str) -> Callable[[Builder], Builder]:
-    """Register a builder ``fn(num_classes, frames, size) -> model`` under ``name``."""
+    """Register a builder ``fn(num_classes, frames, size, scale) -> model`` under ``name``.
+
+    ``scale="tiny"`` builds the same family at CPU size, keeping what distinguishes it (bottleneck vs basic
+    blocks, ViT-S vs ViT-B width), so a paper ablation keeps its meaning at toy scale.
+    """
 
     def wrap(fn: Builder) -> Builder:
         if name in _REGISTRY:
@@ -48,10 +52,15 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build(name: str, num_classes: int, frames: int, size: int) -> nn.Module:
+SCALES = ("full", "tiny")
+
+
+def build(name: str, num_classes: int, frames: int, size: int, scale: str = "full") -> nn.Module:
     """Build backbone ``name`` for clips of ``frames`` frames of ``size``×``size`` pixels."""
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; allowed: {', '.join(SCALES)}")
     try:
         builder = _REGISTRY[name]
     except KeyError:
         raise ValueError(f"unknown backbone {name!r}; allowed: {', '.join(available())}") from None
-    return builder(num_classes=num_classes, frames=frames, size=size)
+    return builder(num_classes=num_classes, frames=frames, size=size, scale=scale)

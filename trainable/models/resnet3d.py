@@ -128,31 +128,28 @@ class ResNet3d(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
+# CPU size: a few thousand parameters per stage, temporal kernels in every stage and no stem pooling,
+# since the synthetic classes are motions in 32-pixel frames: time has to be seen early, resolution kept.
+TINY = dict(depths=(1, 1, 1, 1), stem_width=8, temporal_kernels=(3, 3, 3, 3), stem_pool=False, dropout=0.0)
+
+
 @register("resnet3d_50")
-def resnet3d_50(num_classes: int, frames: int, size: int) -> ResNet3d:
-    """Slow-only 3D-ResNet50, the paper's primary ("ResNet-B")."""
+def resnet3d_50(num_classes: int, frames: int, size: int, scale: str = "full") -> ResNet3d:
+    """Slow-only 3D-ResNet50, the paper's primary ("ResNet-B"); bottleneck blocks at every scale."""
+    if scale == "tiny":
+        return ResNet3d(num_classes=num_classes, bottleneck=True, **TINY)
     return ResNet3d(num_classes=num_classes, depths=(3, 4, 6, 3))
 
 
 @register("resnet3d_18")
-def resnet3d_18(num_classes: int, frames: int, size: int) -> ResNet3d:
+def resnet3d_18(num_classes: int, frames: int, size: int, scale: str = "full") -> ResNet3d:
     """Basic-block 3D-ResNet18 ("ResNet-S"), CMPL's auxiliary."""
+    if scale == "tiny":
+        return ResNet3d(num_classes=num_classes, bottleneck=False, **TINY)
     return ResNet3d(num_classes=num_classes, depths=(2, 2, 2, 2), bottleneck=False)
 
 
 @register("resnet3d_tiny")
-def resnet3d_tiny(num_classes: int, frames: int, size: int) -> ResNet3d:
-    """A few-thousand-parameter 3D CNN for CPU runs on small frames.
-
-    Temporal kernels in every stage and no stem pooling: the synthetic classes are defined by motion
-    in 32-pixel frames, so time has to be seen early and resolution kept.
-    """
-    return ResNet3d(
-        num_classes=num_classes,
-        depths=(1, 1, 1, 1),
-        stem_width=8,
-        bottleneck=False,
-        temporal_kernels=(3, 3, 3, 3),
-        stem_pool=False,
-        dropout=0.0,
-    )
+def resnet3d_tiny(num_classes: int, frames: int, size: int, scale: str = "full") -> ResNet3d:
+    """``resnet3d_18`` at tiny scale, by name, for configs that want the CPU model at any scale."""
+    return resnet3d_18(num_classes, frames, size, scale="tiny")

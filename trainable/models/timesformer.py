@@ -109,21 +109,27 @@ def _init_linear(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
+# CPU size: two blocks on 8-pixel patches of 32-pixel frames; ViT-S and ViT-B keep their 1:2 width ratio.
+TINY = dict(patch_size=8, depth=2)
+
+
 @register("timesformer_s")
-def timesformer_s(num_classes: int, frames: int, size: int) -> TimeSformer:
+def timesformer_s(num_classes: int, frames: int, size: int, scale: str = "full") -> TimeSformer:
     """ViT-S (DeiT-S dimensions) with divided attention, the paper's auxiliary ("ViT-S")."""
+    if scale == "tiny":
+        return TimeSformer(num_classes=num_classes, frames=frames, size=size, embed_dim=64, num_heads=2, **TINY)
     return TimeSformer(num_classes=num_classes, frames=frames, size=size)
 
 
 @register("timesformer_b")
-def timesformer_b(num_classes: int, frames: int, size: int) -> TimeSformer:
+def timesformer_b(num_classes: int, frames: int, size: int, scale: str = "full") -> TimeSformer:
     """ViT-B with divided attention, TimeSformer's own size ("ViT-B")."""
+    if scale == "tiny":
+        return TimeSformer(num_classes=num_classes, frames=frames, size=size, embed_dim=128, num_heads=4, **TINY)
     return TimeSformer(num_classes=num_classes, frames=frames, size=size, embed_dim=768, num_heads=12)
 
 
 @register("timesformer_tiny")
-def timesformer_tiny(num_classes: int, frames: int, size: int) -> TimeSformer:
-    """Two blocks of width 64 on 8-pixel patches, for CPU runs on 32-pixel frames."""
-    return TimeSformer(
-        num_classes=num_classes, frames=frames, size=size, patch_size=8, embed_dim=64, depth=2, num_heads=2
-    )
+def timesformer_tiny(num_classes: int, frames: int, size: int, scale: str = "full") -> TimeSformer:
+    """``timesformer_s`` at tiny scale, by name."""
+    return timesformer_s(num_classes, frames, size, scale="tiny")

@@ -1,0 +1,105 @@
+"""Paper fidelity: every paper space runs at toy scale, augmentation switches, GPU settings on CPU."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from search.space import load
+from trainable import methods
+from trainable.config import TrainConfig
+from trainable.data.datasets import ClipSpec, TrainClips
+from trainable.data.index import VideoRecord
+from trainable.data.splits import labeled_split
+from trainable.data.synthetic import encode
+from trainable.data.ucf101 import read_ucf101
+from trainable.data.video import VideoReader
+from trainable.loop import build_data, run_local
+from trainable.session import LocalSession
+
+from conftest import tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER = sorted((ROOT / "spaces" / "paper").glob("*.yaml"))
+
+
+def toy_overrides(data: Path) -> dict[str, Any]:
+    """What the README's toy command sets, pointed at the session's tiny synthetic dataset."""
+    tiny = tiny_config(data)
+    keys = [k for k in tiny if k.startswith("synthetic_")]
+    return {"dataset": "synthetic", "scale": "tiny", "epochs": 1, "steps_per_epoch": 1, **{k: tiny[k] for k in keys}}
+
+
+def test_the_paper_spaces_are_all_there() -> None:
+    names = {p.stem for p in PAPER}
+    assert names == {"tau", "batch_ratio", "gamma", "beta", "backbones", "augmentations", "methods", "frame_rates"}
+    for path in PAPER:
+        space = load(path)
+        assert space.spec.scheduler.type == "none" and len(space.spec.seed_list) == 3
+        assert space.num_trials == 3 * len(space.grid_cells())
+        assert "Table" in path.read_text() or "Fig." in path.read_text()  # says what it reproduces
+
+
+@pytest.mark.parametrize("path", PAPER, ids=lambda p: p.stem)
+def test_paper_space_runs_every_cell_at_toy_scale(path: Path, tiny_dataset: Path) -> None:
+    space = load(path, toy_overrides(tiny_dataset), seeds=[0])
+    points = space.grid_points()
+    assert len(points) == len(space.grid_cells())
+    for point in points:
+        history: list[dict[str, Any]] = []
+        run_local({**space.base, **point}, on_report=history.append)
+        assert [m["epoch"] for m in history] == [1] and math.isfinite(history[0]["loss"])
+
+
+def test_tiny_scale_keeps_the_pairing_distinct() -> None:
+    from trainable import models
+
+    sizes = {n: sum(p.numel() for p in models.build(n, 10, 8, 32, "tiny").parameters()) for n in models.available()}
+    assert sizes["resnet3d_50"] != sizes["resnet3d_18"] and sizes["timesformer_b"] > sizes["timesformer_s"]
+    assert max(sizes.values()) < 1_000_000
+    config = TrainConfig.parse({"scale": "tiny", "input_size": 224, "scale_min": 256, "scale_max": 320, "views_clips": 5})
+    assert (config.input_size, config.views_clips) == (32, 1)
+
+
+def test_spatial_switch_turns_off_the_strong_augmentation(tiny_dataset: Path) -> None:
+    on = build_data(TrainConfig.parse(tiny_config(tiny_dataset)), methods.get("fixmatch"), LocalSession())
+    off = build_data(TrainConfig.parse(tiny_config(tiny_dataset, spatial_aug=False)), methods.get("fixmatch"), LocalSession())
+    assert on.unlabeled.augment["strong"] is not on.unlabeled.augment["weak"]
+    assert off.unlabeled.augment["strong"] is off.unlabeled.augment["weak"]
+
+
+def test_temporal_switch_gives_both_models_one_clip_at_one_frame_rate(tiny_dataset: Path, tmp_path: Path) -> None:
+    config = TrainConfig.parse(tiny_config(tiny_dataset, temporal_aug=False, primary_stride=2, aux_stride=1))
+    data = build_data(config, methods.get("actnetformer"), LocalSession())
+    assert data.unlabeled.clips["aux"].stride == data.unlabeled.clips["primary"].stride == 2
+    # A video whose frame i is uniformly grey level 8 i: the first frame of a clip tells where it starts.
+    path = tmp_path / "ramp.avi"
+    encode(path, np.stack([np.full((32, 32, 3), 8 * i, np.uint8) for i in range(30)]), fps=10)
+    record = [VideoRecord(str(path), 0, "ramp.avi")]
+    clips = {"primary": ClipSpec(4, 2), "aux": ClipSpec(4, 2)}
+    identity = {"v": lambda frames: frames.float().mean(dim=(1, 2, 3))}  # per-frame grey level
+    shared = TrainClips(record, VideoReader(), clips, identity, shared_start=True)
+    separate = TrainClips(record, VideoReader(), clips, identity, shared_start=False)
+    torch.manual_seed(0)
+    assert all(torch.allclose(i["primary_v"], i["aux_v"], atol=3) for i in (shared[0] for _ in range(8)))
+    assert any(not torch.allclose(i["primary_v"], i["aux_v"], atol=3) for i in (separate[0] for _ in range(8)))
+
+
+def test_labeled_fraction_takes_a_share_of_each_class(tiny_dataset: Path) -> None:
+    train = read_ucf101(tiny_dataset).train  # 8 videos in each of 3 classes
+    split = labeled_split(train, None, seed=0, fraction=0.25)
+    assert np.bincount([r.label for r in split.labeled]).tolist() == [2, 2, 2]
+    assert len(labeled_split(train, None, seed=0, fraction=0.01).labeled) == 3  # at least one per class
+    with pytest.raises(Exception, match="labeled_fraction: give labeled_per_class or labeled_fraction"):
+        TrainConfig.parse(tiny_config(tiny_dataset, labeled_per_class=2, labeled_fraction=0.1))
+
+
+def test_channels_last_runs_on_cpu(tiny_dataset: Path) -> None:
+    history: list[dict[str, Any]] = []
+    run_local(tiny_config(tiny_dataset, channels_last=True, epochs=1, threshold=0.0), on_report=history.append)
+    assert math.isfinite(history[0]["loss"])
