@@ -2,6 +2,7 @@
 
     python -m results query "SELECT method, avg(final_top1) FROM trials GROUP BY method"
     python -m results show SEARCH_ID
+    python -m results table tau --metric top1      # mean ± std over seeds per configuration
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from results.report import query, show
+from results.report import query, seed_table, show
 from results.store import DEFAULT_STORE, Store
 
 
@@ -21,13 +22,18 @@ def main(argv: list[str] | None = None) -> int:
     s = commands.add_parser("show", help="a search's trials, best first")
     s.add_argument("search_id")
     s.add_argument("--metric", help="sort by this metric instead of the search's own")
-    for sub in (q, s):
+    t = commands.add_parser("table", help="mean ± std over seeds of each configuration (a paper-style table)")
+    t.add_argument("search", help="a search id or name (the latest search of that name)")
+    t.add_argument("--metric", default="top1")
+    for sub in (q, s, t):
         sub.add_argument("--store", default=DEFAULT_STORE, help=f"folder or URI of the tables (default {DEFAULT_STORE})")
     args = parser.parse_args(argv)
     store = Store(args.store)
     try:
         if args.command == "query":
             print(query(store, args.sql))
+        elif args.command == "table":
+            print(seed_table(store, args.search, args.metric))
         else:
             print(show(store, args.search_id, args.metric))
     except KeyError as exc:

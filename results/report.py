@@ -80,3 +80,38 @@ def show(store: Store, search_id: str, metric: str | None = None, mode: str | No
         f'SELECT {cols} FROM trials WHERE search_id = ? ORDER BY "best_{metric}" {order} NULLS LAST', [search_id]
     )
     return format_rows(columns, result.fetchall())
+
+
+def resolve(store: Store, search: str) -> str:
+    """A search id, or the latest search of that name (``tau`` also finds ``paper-tau``)."""
+    con = connect(store)
+    rows = con.execute(
+        "SELECT search_id FROM searches WHERE search_id = ? OR name = ? OR name = ? ORDER BY started_at DESC",
+        [search, search, f"paper-{search}"],
+    ).fetchall()
+    if not rows:
+        known = [r[0] for r in con.execute("SELECT DISTINCT name FROM searches ORDER BY name").fetchall()]
+        raise KeyError(f"no search {search!r} in {store.uri}; names: {', '.join(known) or 'none'}")
+    return rows[0][0]
+
+
+def seed_table(store: Store, search: str, metric: str = "top1") -> str:
+    """The paper's kind of table: per configuration, mean ± std of the final metric over seeds."""
+    search_id = resolve(store, search)
+    params = [c for c in varied_columns(store, search_id) if c != "seed"]
+    con = connect(store)
+    keys = ", ".join(f'"{c}"' for c in params) or "'all' AS configuration"
+    group = ", ".join(f'"{c}"' for c in params) or "1"
+    value = f'"final_{metric}"'
+    rows = con.execute(
+        f"SELECT {keys}, avg({value}), stddev_samp({value}), count({value}), count(*) FILTER (WHERE status != 'completed') "
+        f"FROM trials WHERE search_id = ? GROUP BY {group} ORDER BY {group}",
+        [search_id],
+    ).fetchall()
+    columns = [*(params or ["configuration"]), f"{metric} mean ± std", "seeds", "not completed"]
+    out = []
+    for row in rows:
+        *key, mean, std, n, unfinished = row
+        cell = "" if mean is None else f"{mean:.1f}" + ("" if std is None else f" ± {std:.1f}")
+        out.append([*key, cell, n, unfinished])
+    return f"search {search_id}\n" + format_rows(columns, out)

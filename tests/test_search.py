@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from results.report import query, show
+from results.report import query, seed_table, show
 from results.store import Store
 from search.space import SpaceError, load
 from search.tune import param_space, searcher
@@ -160,3 +160,7 @@ def test_search_runs_concurrent_trainer_trials_and_writes_parquet(ray_local: Non
     # the tables read back through DuckDB and the report commands
     assert "4" in query(store, f"SELECT count(*) AS n FROM trials WHERE search_id = '{search_id}'")
     assert "stopped" in show(store, search_id)
+    # mean ± std over the two seeds: threshold 0 accepts every clip on both seeds
+    table = seed_table(store, "tiny", "mask_rate_primary").splitlines()
+    assert table[0] == f"search {search_id}"
+    assert any(line.split()[:4] == ["0", "1.0", "±", "0.0"] for line in table[3:]), table

@@ -44,7 +44,7 @@ METRICS = (
     "epoch", "epoch_time_s", "clips_per_s",
 )  # fmt: skip
 # Also reported each epoch: the learning rate, the labeled split's identity, unreadable videos so far.
-REPORTED = METRICS + ("lr", "split_hash", "videos_skipped")
+REPORTED = METRICS + ("lr", "split_hash", "videos_missing", "videos_skipped")
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -204,6 +204,11 @@ def run(cfg: TrainConfig, session: Session) -> None:
             "%s: %d classes, %d labeled (split %s) / %d unlabeled / %d test videos, %d steps per epoch",
             cfg.method, num_classes, len(data.split.labeled), data.split.split_hash, pool, len(data.index.test), steps,
         )
+        if data.index.missing:
+            log.warning(
+                "%d listed videos are missing and skipped (first: %s); python -m trainable.data check lists them",
+                len(data.index.missing), ", ".join(data.index.missing[:3]),
+            )
 
     for epoch in range(start, cfg.epochs + 1):
         started = time.perf_counter()
@@ -218,6 +223,7 @@ def run(cfg: TrainConfig, session: Session) -> None:
             clips_per_s=metrics.pop("clips") / train_time,
             lr=scheduler.get_last_lr()[0],
             split_hash=data.split.split_hash,
+            videos_missing=len(data.index.missing),
             videos_skipped=len(data.reader.failed),
         )
         if session.rank == 0:
