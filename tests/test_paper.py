@@ -92,9 +92,9 @@ def test_temporal_switch_gives_both_models_one_clip_at_one_frame_rate(tiny_datas
 
 def test_labeled_fraction_takes_a_share_of_each_class(tiny_dataset: Path) -> None:
     train = read_ucf101(tiny_dataset).train  # 8 videos in each of 3 classes
-    split = labeled_split(train, None, seed=0, fraction=0.25)
+    split = labeled_split(train, 1, seed=0, fraction=0.25)
     assert np.bincount([r.label for r in split.labeled]).tolist() == [2, 2, 2]
-    assert len(labeled_split(train, None, seed=0, fraction=0.01).labeled) == 3  # at least one per class
+    assert len(labeled_split(train, 1, seed=0, fraction=0.01).labeled) == 3  # at least one per class
     with pytest.raises(Exception, match="labeled_fraction: give labeled_per_class or labeled_fraction"):
         TrainConfig.parse(tiny_config(tiny_dataset, labeled_per_class=2, labeled_fraction=0.1))
 

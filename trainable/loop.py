@@ -88,8 +88,7 @@ class Data:
 
 def build_data(cfg: TrainConfig, method: methods.Method, session: Session) -> Data:
     index = load_index(cfg, progress=session.rank == 0)
-    per_class = cfg.labeled_per_class or (None if cfg.labeled_fraction else 1)
-    split = labeled_split(index.train, per_class, cfg.labeled_seed, cfg.labeled_fraction)
+    split = labeled_split(index.train, cfg.labeled_per_class, cfg.labeled_seed, cfg.labeled_fraction)
     reader = VideoReader(cache=cfg.cache_decoded)
     clips = {"primary": ClipSpec(cfg.primary_frames, cfg.primary_stride)}
     if "aux" in method.models:

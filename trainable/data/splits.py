@@ -23,15 +23,13 @@ class LabeledSplit:
     split_hash: str
 
 
-def labeled_split(
-    records: list[VideoRecord], per_class: int | None, seed: int, fraction: float | None = None
-) -> LabeledSplit:
-    """Choose ``per_class`` labeled videos in every class, or ``fraction`` of each class (at least one).
+def labeled_split(records: list[VideoRecord], per_class: int, seed: int, fraction: float | None = None) -> LabeledSplit:
+    """Choose ``per_class`` labeled videos in every class, or, when given, ``fraction`` of each (at least one).
 
     A class with fewer videos than asked is all labeled. The paper's settings are counts per class
     (UCF-101 1 %: 1, 10 %: 10; Kinetics-400 1 %: 6, 10 %: 60); the fraction is for other datasets.
     """
-    if fraction is None and (per_class is None or per_class < 1):
+    if fraction is None and per_class < 1:
         raise ValueError(f"labeled_per_class must be >= 1, got {per_class}")
     ordered = sorted(records, key=lambda r: r.name)
     by_class: dict[int, list[int]] = defaultdict(list)
