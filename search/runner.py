@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import subprocess
 from datetime import datetime
 from importlib import metadata
@@ -27,25 +28,64 @@ class ClusterError(RuntimeError):
     """The Ray cluster cannot run trials as this service schedules them."""
 
 
-def _check_fits(space: Space) -> None:
-    """On a local instance nothing autoscales: a trial needing more than the machine has would wait forever."""
+def _trials_that_fit(space: Space) -> int:
+    """How many trials this machine runs at once; on a local instance nothing autoscales, so a trial
+    needing more than the machine has would wait forever: that is an error here, before any trial."""
     import ray
 
     res = space.spec.resources
     have = ray.cluster_resources()
     need = {"CPU": res.workers * res.cpus_per_worker, "GPU": res.workers * res.gpus_per_worker}
-    short = {k: v for k, v in need.items() if v > have.get(k, 0)}
-    if short:
+    fits = min(int(have.get(k, 0) // v) for k, v in need.items() if v > 0)
+    if fits < 1:
         raise ClusterError(
             f"a trial needs {res.workers} worker(s) x {res.cpus_per_worker:g} CPU + {res.gpus_per_worker:g} GPU, "
             f"this machine has {have.get('CPU', 0):g} CPU and {have.get('GPU', 0):g} GPU; "
             "use --workers, --cpus-per-worker and --gpus-per-worker"
         )
+    return fits
 
 
-def init_ray(address: str | None, space: Space) -> None:
+DASHBOARD_PORT = 8265  # Ray's default; another free port when something already listens there
+
+
+def _dashboard_port() -> int:
+    for port in (DASHBOARD_PORT, 0):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return probe.getsockname()[1]
+    raise ClusterError("no free port for the Ray dashboard")
+
+
+def start_local_ray(**init_kwargs: Any) -> str:
+    """Start a new Ray instance on this machine, never joining one that runs already; return its dashboard URL.
+
+    Ray Train's placement-group cleaner finds its cluster's state API through ``RAY_API_SERVER_ADDRESS``, or
+    else through ``/tmp/ray/ray_current_cluster``, which names the head of the last ``ray start`` on this
+    machine: another cluster, maybe long gone. Asking it the wrong cluster, the cleaner gives up, and every
+    trial that ends leaves its workers' CPUs reserved, so the next trials wait forever. Every process of the
+    instance inherits this process's environment, so setting the variable here, before Ray starts, points
+    them all at this instance's own dashboard.
+    """
+    import ray
+
+    port = _dashboard_port()
+    url = f"http://127.0.0.1:{port}"
+    os.environ["RAY_API_SERVER_ADDRESS"] = url
+    ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port, **init_kwargs)
+    return url
+
+
+def init_ray(address: str | None, space: Space) -> int | None:
     """Start a local Ray instance, or join ``address`` (``auto`` or ``ray://…``; inside a job, the job's cluster).
 
+    Returns how many trials may run at once: the space's ``max_concurrent``, or on a local instance, when
+    the space sets none, as many as the machine fits (more would only wait, their clocks running, and
+    Optuna would propose them all before learning from any). On a cluster, unset means unlimited: waiting
+    trials are what makes the autoscaler add nodes.
     A local instance gets the ``TRAIN_DRIVER`` resource that trial drivers use instead of CPUs; a joined
     cluster must offer it (``cluster.yaml`` does on its head node), or no trial could ever start.
     """
@@ -56,9 +96,9 @@ def init_ray(address: str | None, space: Space) -> None:
     elif address is None and "RAY_ADDRESS" not in os.environ:
         # Train forwards reports to Tune at this polling interval (2 s by default).
         os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
-        ray.init(resources={DRIVER_RESOURCE: 1000})
-        _check_fits(space)
-        return
+        url = start_local_ray(resources={DRIVER_RESOURCE: 1000})
+        log.info("Ray dashboard: %s", url)
+        return space.spec.max_concurrent or _trials_that_fit(space)
     else:
         ray.init(address=address)
     if ray.cluster_resources().get(DRIVER_RESOURCE, 0) <= 0:
@@ -66,6 +106,7 @@ def init_ray(address: str | None, space: Space) -> None:
             f"the Ray cluster offers no '{DRIVER_RESOURCE}' resource, which every trial's driver needs; start the "
             f"head with: ray start --head --resources='{{\"{DRIVER_RESOURCE}\": 1000}}' (cluster.yaml does this)"
         )
+    return space.spec.max_concurrent
 
 
 def _git_commit() -> str | None:
@@ -122,7 +163,7 @@ def run(space: Space, store: Store, address: str | None = None, name: str | None
     search_id = name or f"{space.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     tune_storage = f"{store.uri}/tune"
     train_storage = f"{store.uri}/train/{search_id}"
-    init_ray(address, space)
+    max_concurrent = init_ray(address, space)
     experiment = f"{tune_storage}/{search_id}"
     if tune.Tuner.can_restore(experiment):
         log.info("resuming search %s from %s", search_id, experiment)
@@ -130,7 +171,7 @@ def run(space: Space, store: Store, address: str | None = None, name: str | None
         callback = None
     else:
         callback = ResultsCallback(store, search_row(space, search_id, store, address), space.spec.metric, space.spec.mode)
-        tuner = build_tuner(space, tune_storage, train_storage, search_id, [callback])
+        tuner = build_tuner(space, tune_storage, train_storage, search_id, [callback], max_concurrent)
     log.info("search %s: %d trials; results in %s", search_id, space.num_trials, store.uri)
     try:
         tuner.fit()

@@ -45,9 +45,10 @@ def run_trial(config: dict[str, Any], train_storage: str, workers: int, cpus: fl
             name=f"train-{trial_id}",
             storage_path=train_storage,
             callbacks=[TuneReportCallback()],
-            # Tune retries a failed trial (max_failures of the space); a worker group that cannot start
-            # (resources never free) is retried twice, then fails the trial instead of waiting forever.
-            failure_config=ray.train.FailureConfig(max_failures=0, controller_failure_limit=2),
+            # Tune retries a failed trial (max_failures of the space). A worker group waiting for resources
+            # keeps waiting (Train's default): on a cluster that is the autoscaler at work, and a local
+            # instance never starts more trials than fit (search.runner).
+            failure_config=ray.train.FailureConfig(max_failures=0),
         ),
     )
     trainer.fit()
@@ -122,13 +123,22 @@ class EpochOptunaSearch(OptunaSearch):
 def param_space(space: Space) -> dict[str, Any]:
     """Tune's ``param_space``: constants from the base config and the sampled parameters.
 
-    Grid parameters, cells and seeds are not here: a grid search lists its trials explicitly
-    (``Space.grid_points``), so a cell that sets several keys at once stays one flat config.
+    A grid search lists its trials explicitly (``Space.grid_points``), so a cell that sets several keys
+    at once stays one flat config. Tune only accepts a preset point whose every key is in the
+    ``param_space``, so each key a point sets (grid parameters, cell keys, ``seed``) is declared here as
+    a choice of the values the points give it; the points then replace every sample.
     """
     out: dict[str, Any] = dict(space.base)
     for name, param in space.spec.space.items():
         if param.kind != "grid":
             out[name] = _domain(param)
+    if space.spec.search.type == "grid":
+        values: dict[str, list[Any]] = {}
+        for point in space.grid_points():
+            for key, value in point.items():
+                if value not in values.setdefault(key, []):
+                    values[key].append(value)
+        out.update({key: tune.choice(options) for key, options in values.items()})
     return out
 
 
@@ -143,10 +153,12 @@ def _domain(param: Param) -> Any:
     return tune.randint(values[0], values[1] + 1)  # int: both bounds included
 
 
-def searcher(space: Space) -> EpochOptunaSearch | BasicVariantGenerator:
+def searcher(space: Space, max_concurrent: int | None = None) -> EpochOptunaSearch | BasicVariantGenerator:
+    """The grid's own generator, limited to ``max_concurrent`` (Tune ignores ``max_concurrent_trials`` for
+    it), or seeded Optuna, which ``build_tuner`` limits through Tune."""
     spec = space.spec
     if spec.search.type == "grid":
-        return BasicVariantGenerator(points_to_evaluate=space.grid_points())
+        return BasicVariantGenerator(points_to_evaluate=space.grid_points(), max_concurrent=max_concurrent or 0)
     sampler = optuna.samplers.TPESampler(seed=spec.search.seed, n_startup_trials=spec.search.startup_trials)
     return EpochOptunaSearch(
         metric=spec.metric, mode=spec.mode, sampler=sampler, seeds=spec.seed_list, max_epoch=space.epochs
@@ -175,9 +187,12 @@ def trainable(space: Space, train_storage: str) -> Any:
     return tune.with_resources(fn, {DRIVER_RESOURCE: DRIVER_SHARE})
 
 
-def build_tuner(space: Space, tune_storage: str, train_storage: str, search_id: str, callbacks: list) -> tune.Tuner:
+def build_tuner(
+    space: Space, tune_storage: str, train_storage: str, search_id: str, callbacks: list, max_concurrent: int | None
+) -> tune.Tuner:
+    """The experiment; at most ``max_concurrent`` trials run at once (None: as many as Tune starts)."""
     spec = space.spec
-    algo = searcher(space)
+    algo = searcher(space, max_concurrent)
     return tune.Tuner(
         trainable(space, train_storage),
         param_space=param_space(space),
@@ -187,7 +202,7 @@ def build_tuner(space: Space, tune_storage: str, train_storage: str, search_id: 
             search_alg=algo,
             scheduler=scheduler(space),
             num_samples=space.num_trials,
-            max_concurrent_trials=spec.max_concurrent,
+            max_concurrent_trials=max_concurrent if isinstance(algo, EpochOptunaSearch) else None,
         ),
         run_config=tune.RunConfig(
             name=search_id,

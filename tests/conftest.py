@@ -60,12 +60,14 @@ def tiny_config(root: Path, **overrides: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def ray_local() -> Iterator[None]:
-    """One local Ray instance for the whole session; ``ray.shutdown`` ends exactly the processes it started."""
+def ray_local() -> Iterator[str]:
+    """One local Ray instance for the whole session, as the service starts one; yields its dashboard URL.
+
+    ``ray.shutdown`` ends exactly the processes it started."""
     import ray
 
+    from search.runner import start_local_ray
     from search.tune import DRIVER_RESOURCE
 
-    ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False, resources={DRIVER_RESOURCE: 100})
-    yield
+    yield start_local_ray(num_cpus=2, log_to_driver=False, resources={DRIVER_RESOURCE: 100})
     ray.shutdown()

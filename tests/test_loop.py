@@ -38,7 +38,7 @@ def reported(result: Any) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_trainer_reports_every_metric_each_epoch_and_resumes(
-    ray_local: None, tiny_dataset: Path, tmp_path: Path, workers: int
+    ray_local: str, tiny_dataset: Path, tmp_path: Path, workers: int
 ) -> None:
     config = tiny_config(tiny_dataset, threshold=0.0)  # every clip accepted: every metric has a value
     first = fit(config, tmp_path, f"first-{workers}", workers)

@@ -125,7 +125,7 @@ def test_same_space_and_sampler_seed_propose_the_same_configurations(tmp_path: P
     assert first_suggestions(other, 1)[0]["threshold"] != a[0]["threshold"]
 
 
-def test_search_runs_concurrent_trainer_trials_and_writes_parquet(ray_local: None, tiny_dataset: Path, tmp_path: Path) -> None:
+def test_search_runs_concurrent_trainer_trials_and_writes_parquet(ray_local: str, tiny_dataset: Path, tmp_path: Path) -> None:
     """Four TorchTrainer trials, two at a time on two CPUs; ASHA stops the ones whose pseudo-labels never pass.
 
     threshold 0 accepts every unlabeled clip (mask rate 1), threshold 1 none (mask rate 0), so whichever
@@ -164,3 +164,23 @@ def test_search_runs_concurrent_trainer_trials_and_writes_parquet(ray_local: Non
     table = seed_table(store, "tiny", "mask_rate_primary").splitlines()
     assert table[0] == f"search {search_id}"
     assert any(line.split()[:4] == ["0", "1.0", "±", "0.0"] for line in table[3:]), table
+
+
+def test_processes_of_the_local_instance_reach_its_own_state_api(ray_local: str) -> None:
+    """Train frees a finished trial's workers only if its cleaner, a Ray actor, finds this instance's state API.
+
+    Left to itself it would ask the head named in /tmp/ray/ray_current_cluster (the last ``ray start`` on the
+    machine, here the job test's head, stopped by now) and the next trials would wait forever for CPUs.
+    """
+    import ray
+    from ray.util.state import list_nodes
+
+    @ray.remote(num_cpus=0)
+    def seen_from_a_worker() -> tuple[str | None, list[str]]:
+        import os
+
+        return os.environ.get("RAY_API_SERVER_ADDRESS"), [n.node_id for n in list_nodes(timeout=20)]
+
+    address, nodes = ray.get(seen_from_a_worker.remote(), timeout=120)
+    assert address == ray_local
+    assert nodes == [ray.get_runtime_context().get_node_id()]
