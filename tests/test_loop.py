@@ -72,7 +72,8 @@ def test_metrics_a_method_lacks_are_nan(tiny_dataset: Path) -> None:
 
 def test_resumed_run_continues_exactly_like_an_uninterrupted_one(tiny_dataset: Path) -> None:
     """Randomness is a function of (seed, epoch, rank): epoch 2 after a resume equals epoch 2 without one."""
-    config = TrainConfig.parse(tiny_config(tiny_dataset, method="fixmatch", threshold=0.0))
+    # Two models with different optimizers: both optimizers' states and schedules are restored.
+    config = TrainConfig.parse(tiny_config(tiny_dataset, threshold=0.0, aux_optimizer="adamw", aux_lr=1e-3))
     straight: list[dict[str, Any]] = []
     run(config, LocalSession(on_report=straight.append))
 
@@ -90,7 +91,7 @@ def test_resumed_run_continues_exactly_like_an_uninterrupted_one(tiny_dataset: P
         run(config, session)
     run(config, session)  # the session kept the checkpoint of epoch 1
     assert [m["epoch"] for m in interrupted] == [1, 2]
-    for key in ("loss", "loss_pl", "top1", "mask_rate_primary", "lr"):
+    for key in ("loss", "loss_pl", "loss_ca", "top1", "aux_top1", "mask_rate_primary", "lr"):
         assert interrupted[1][key] == pytest.approx(straight[1][key], rel=1e-6), key
 
 
@@ -100,3 +101,26 @@ def test_bf16_autocast_runs_on_cpu(tiny_dataset: Path) -> None:
     run_local(tiny_config(tiny_dataset, precision="bf16", epochs=1, threshold=0.0), on_report=history.append)
     (metrics,) = history
     assert all(math.isfinite(metrics[k]) for k in ("loss", "loss_sup", "loss_pl", "loss_ca", "top1"))
+
+
+def test_each_model_has_its_own_optimizer_and_gradient_clip(tiny_dataset: Path) -> None:
+    """A CNN with SGD beside a transformer with AdamW; one model's huge gradient does not shrink the other's."""
+    import torch
+
+    from trainable.loop import Optimizers
+
+    cfg = TrainConfig.parse(tiny_config(tiny_dataset, lr=0.05, aux_optimizer="adamw", aux_lr=1e-3, aux_weight_decay=0.05, grad_clip=1.0))
+    nets = {"primary": torch.nn.Linear(4, 2), "aux": torch.nn.Linear(4, 2)}
+    optimizers = Optimizers(cfg, nets, steps_per_epoch=10)
+    primary, aux = optimizers.optimizers["primary"], optimizers.optimizers["aux"]
+    assert isinstance(primary, torch.optim.SGD) and isinstance(aux, torch.optim.AdamW)
+    assert aux.param_groups[0]["weight_decay"] == 0.05 and primary.param_groups[0]["weight_decay"] == cfg.weight_decay
+    optimizers.zero_grad()
+    (nets["primary"](torch.ones(1, 4)).sum() * 0.01 + nets["aux"](torch.ones(1, 4)).sum() * 1e6).backward()
+    small = [p.grad.clone() for p in nets["primary"].parameters()]
+    optimizers.step()
+    assert all(torch.equal(p.grad, g) for p, g in zip(nets["primary"].parameters(), small))  # not clipped
+    assert torch.nn.utils.get_total_norm([p.grad for p in nets["aux"].parameters()]) <= 1.0 + 1e-4
+    # warm-up off: both start at their own learning rate and follow the same cosine
+    assert optimizers.lr() < 0.05 and aux.param_groups[0]["lr"] < 1e-3
+    assert optimizers.lr() / 0.05 == pytest.approx(aux.param_groups[0]["lr"] / 1e-3)

@@ -101,6 +101,9 @@ class TrainConfig(BaseModel):
     temperature: float = Field(0.5, gt=0.0, description="contrastive temperature")
     contrastive_symmetric: bool = Field(False, description="also anchor the contrastive loss on the auxiliary")
     projection_dim: int = Field(512, ge=1)
+    joint_batchnorm: bool = Field(
+        False, description="normalise labeled and unlabeled clips as one batch (FixMatch's code) instead of two"
+    )
     unsup_warmup_epochs: float = Field(
         0.0, ge=0.0, description="ramp gamma and beta linearly from 0 over this many epochs (0: off, the paper)"
     )
@@ -108,8 +111,13 @@ class TrainConfig(BaseModel):
     # Optimisation.
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = Field(0.1, gt=0.0)
-    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD only")
     weight_decay: float = Field(1e-3, ge=0.0)
+    aux_optimizer: Literal["sgd", "adamw"] | None = Field(
+        None, description="the auxiliary's own optimizer; None: optimizer (the paper trains both with SGD)"
+    )
+    aux_lr: float | None = Field(None, gt=0.0, description="the auxiliary's learning rate; None: lr")
+    aux_weight_decay: float | None = Field(None, ge=0.0, description="the auxiliary's weight decay; None: weight_decay")
     warmup_epochs: float = Field(0.0, ge=0.0, description="linear learning-rate warm-up before the cosine decay")
     epochs: int = Field(250, ge=1)
     steps_per_epoch: int | None = Field(
@@ -168,6 +176,16 @@ class TrainConfig(BaseModel):
     def uses_contrastive(self) -> bool:
         """Projection heads exist and ``L_ca`` is computed only then (beta = 0 is the no-contrastive row)."""
         return methods.get(self.method).contrastive and self.beta > 0
+
+    def optimizer_of(self, role: str) -> tuple[str, float, float]:
+        """Optimizer kind, learning rate and weight decay of the model in ``role`` (``primary`` or ``aux``)."""
+        if role != "aux":
+            return self.optimizer, self.lr, self.weight_decay
+        return (
+            self.aux_optimizer or self.optimizer,
+            self.lr if self.aux_lr is None else self.aux_lr,
+            self.weight_decay if self.aux_weight_decay is None else self.aux_weight_decay,
+        )
 
     @property
     def labeled_seed(self) -> int:

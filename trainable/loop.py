@@ -151,6 +151,59 @@ def _unwrap(net: nn.Module) -> nn.Module:
     return net.module if isinstance(net, nn.parallel.DistributedDataParallel) else net
 
 
+class Optimizers:
+    """One optimizer, learning-rate schedule and gradient clip per model.
+
+    Per model because a CNN and a transformer trained from scratch may want different optimizers (the
+    config's ``aux_optimizer``, ``aux_lr``, ``aux_weight_decay``), and because clipping the norm of both
+    models' gradients together would let one model's large gradient shrink the other's step.
+    """
+
+    def __init__(self, cfg: TrainConfig, nets: dict[str, nn.Module], steps_per_epoch: int) -> None:
+        self.clip = cfg.grad_clip
+        self.nets = nets
+        warmup, total = round(cfg.warmup_epochs * steps_per_epoch), cfg.epochs * steps_per_epoch
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.schedulers: dict[str, torch.optim.lr_scheduler.LambdaLR] = {}
+        for role, net in nets.items():
+            kind, lr, weight_decay = cfg.optimizer_of(role)
+            if kind == "sgd":
+                optimizer: torch.optim.Optimizer = torch.optim.SGD(
+                    net.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=weight_decay
+                )
+            else:
+                optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+            self.optimizers[role] = optimizer
+            self.schedulers[role] = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, warmup, total))
+
+    def zero_grad(self) -> None:
+        for optimizer in self.optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        """Clip each model's gradient, step its optimizer, advance its schedule."""
+        for role, optimizer in self.optimizers.items():
+            if self.clip is not None:
+                nn.utils.clip_grad_norm_(self.nets[role].parameters(), self.clip)
+            optimizer.step()
+            self.schedulers[role].step()
+
+    def lr(self) -> float:
+        """The primary's current learning rate (what the epochs table records)."""
+        return self.schedulers["primary"].get_last_lr()[0]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            role: {"optimizer": optimizer.state_dict(), "scheduler": self.schedulers[role].state_dict()}
+            for role, optimizer in self.optimizers.items()
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for role, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state[role]["optimizer"])
+            self.schedulers[role].load_state_dict(state[role]["scheduler"])
+
+
 def run(cfg: TrainConfig, session: Session) -> None:
     """Train ``cfg.method`` for ``cfg.epochs`` epochs, reporting after every epoch."""
     cfg.check_paths()
@@ -175,23 +228,13 @@ def run(cfg: TrainConfig, session: Session) -> None:
     nets = {role: session.prepare(net) for role, net in nets.items()}
     if cfg.compile:  # after the DDP wrap, as torch.compile's docs advise
         nets = {role: torch.compile(net) for role, net in nets.items()}
-    params = [p for net in nets.values() for p in net.parameters()]
-    if cfg.optimizer == "sgd":
-        optimizer: torch.optim.Optimizer = torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-        )
-    else:
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
     unlabeled_batch = cfg.mu * cfg.batch_size
     pool = len(data.split.unlabeled)
     steps = cfg.steps_per_epoch or max(1, math.ceil(pool / (unlabeled_batch * session.world_size)))
-    warmup, total = round(cfg.warmup_epochs * steps), cfg.epochs * steps
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, warmup, total))
+    optimizers = Optimizers(cfg, nets, steps)
     start = 1
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        optimizers.load_state_dict(state["optimizers"])
         start = state["epoch"] + 1
         if state["split_hash"] != data.split.split_hash:
             log.warning("resuming with a different labeled split (%s, was %s)", data.split.split_hash, state["split_hash"])
@@ -212,7 +255,7 @@ def run(cfg: TrainConfig, session: Session) -> None:
     for epoch in range(start, cfg.epochs + 1):
         started = time.perf_counter()
         _seed(cfg, epoch, session.rank)
-        sums = _train_epoch(cfg, method, nets, data, optimizer, scheduler, autocast, epoch, steps, session)
+        sums = _train_epoch(cfg, method, nets, data, optimizers, autocast, epoch, steps, session)
         train_time = time.perf_counter() - started
         metrics: dict[str, Any] = evaluate(nets, test_loader, session, autocast)
         metrics.update(_epoch_metrics(sums, session))
@@ -220,7 +263,7 @@ def run(cfg: TrainConfig, session: Session) -> None:
             epoch=epoch,
             epoch_time_s=time.perf_counter() - started,
             clips_per_s=metrics.pop("clips") / train_time,
-            lr=scheduler.get_last_lr()[0],
+            lr=optimizers.lr(),
             split_hash=data.split.split_hash,
             videos_missing=len(data.index.missing),
             videos_skipped=len(data.reader.failed),
@@ -237,8 +280,7 @@ def run(cfg: TrainConfig, session: Session) -> None:
             checkpoint = {
                 "epoch": epoch,
                 "nets": {role: _unwrap(net).state_dict() for role, net in nets.items()},
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
+                "optimizers": optimizers.state_dict(),
                 "split_hash": data.split.split_hash,
                 "config": cfg.model_dump(),
             }
@@ -256,8 +298,7 @@ def _train_epoch(
     method: methods.Method,
     nets: dict[str, nn.Module],
     data: Data,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    optimizers: Optimizers,
     autocast: contextlib.AbstractContextManager,
     epoch: int,
     steps: int,
@@ -271,7 +312,6 @@ def _train_epoch(
     sums = dict.fromkeys(_SUM_KEYS, 0.0)
     for key in ("loss_pl", "loss_ca"):
         sums[key] = math.nan
-    params = [p for net in nets.values() for p in net.parameters()]
     for i in range(steps):
         global_step = (epoch - 1) * steps + i
         ramp = min(1.0, global_step / ramp_steps) if ramp_steps > 0 else 1.0
@@ -285,14 +325,11 @@ def _train_epoch(
         lab = _to(next(labeled), session.device)
         unl = _to(next(unlabeled), session.device) if unlabeled is not None else None
         with autocast:
-            logits, projections = method.forward(nets, lab, unl)
+            logits, projections = method.forward(nets, lab, unl, joint_batchnorm=cfg.joint_batchnorm)
         step = method.losses(logits, projections, lab["label"], weights)
-        optimizer.zero_grad(set_to_none=True)
+        optimizers.zero_grad()
         step.loss.backward()
-        if cfg.grad_clip is not None:
-            nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
+        optimizers.step()
 
         sums["steps"] += 1
         sums["clips"] += len(lab["label"]) + (len(unl["label"]) if unl is not None else 0)

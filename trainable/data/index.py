@@ -20,7 +20,6 @@ class DatasetIndex:
     train: list[VideoRecord]
     test: list[VideoRecord]
     missing: list[str] = field(default_factory=list)
-    flip_safe: bool = True
 
     @property
     def num_classes(self) -> int:

@@ -14,10 +14,6 @@ from torch import nn
 
 from trainable import losses
 
-# The views of one step: labeled clips under G_n, unlabeled clips under G_w and G_s.
-VIEWS = ("labeled", "weak", "strong")
-
-
 @dataclass(frozen=True)
 class Weights:
     """The loss weights of one step (gamma and beta may be ramped up by the loop)."""
@@ -80,23 +76,35 @@ class Method:
         return bool(self.teachers)
 
     def forward(
-        self, nets: dict[str, nn.Module], labeled: dict[str, torch.Tensor], unlabeled: dict[str, torch.Tensor] | None
+        self,
+        nets: dict[str, nn.Module],
+        labeled: dict[str, torch.Tensor],
+        unlabeled: dict[str, torch.Tensor] | None,
+        joint_batchnorm: bool = False,
     ) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
-        """One pass per model over its labeled, weak and strong clips together (one batch-norm batch).
+        """Logits by model and view, and the projections of the weak views by model (contrastive only).
 
-        Returns logits by model and view, and the projections of the weak views by model (contrastive only).
+        Batch norm normalises the labeled clips as one batch and the unlabeled ones (weak and strong
+        together) as another, so the few labeled clips keep statistics of their own. ``joint_batchnorm``
+        passes all three views as one batch instead, as FixMatch's reference code does; on the synthetic
+        benchmark that cost FixMatch 86 % against 99.5 % (README, "The synthetic benchmark").
         """
         logits: dict[str, dict[str, torch.Tensor]] = {}
         projections: dict[str, torch.Tensor] = {}
         for model in self.models:
-            parts = [labeled[f"{model}_labeled"]]
+            views = {"labeled": labeled[f"{model}_labeled"]}
             if unlabeled is not None:
-                parts += [unlabeled[f"{model}_weak"], unlabeled[f"{model}_strong"]]
-            sizes = [p.shape[0] for p in parts]
-            out, projected = nets[model](torch.cat(parts), project_from=sizes[0] if self.contrastive else None)
-            logits[model] = dict(zip(VIEWS, out.split(sizes)))
-            if projected is not None:
-                projections[model] = projected[: sizes[1]]
+                views.update(weak=unlabeled[f"{model}_weak"], strong=unlabeled[f"{model}_strong"])
+            names = list(views)
+            batches = [names] if joint_batchnorm or len(names) == 1 else [names[:1], names[1:]]
+            logits[model] = {}
+            for batch in batches:
+                sizes = [views[v].shape[0] for v in batch]
+                weak_from = sum(sizes[: batch.index("weak")]) if "weak" in batch and self.contrastive else None
+                out, projected = nets[model](torch.cat([views[v] for v in batch]), project_from=weak_from)
+                logits[model].update(zip(batch, out.split(sizes)))
+                if projected is not None:
+                    projections[model] = projected[: views["weak"].shape[0]]
         return logits, projections
 
     def losses(
