@@ -27,7 +27,8 @@ def connect(store: Store) -> duckdb.DuckDBPyConnection:
 
 
 def format_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A plain text table, numbers right-aligned, floats to three significant decimals."""
+    """A plain text table, numbers right-aligned; floats below 1 (learning rates, thresholds) to three
+    significant digits, so that sampled values stay distinguishable, larger ones (top-1 %) to two decimals."""
 
     def cell(value: Any) -> str:
         if value is None:
@@ -35,7 +36,7 @@ def format_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
         if isinstance(value, float):
             if math.isnan(value):
                 return "nan"
-            return f"{value:.4g}" if abs(value) < 1e-2 and value != 0 else f"{value:.2f}".rstrip("0").rstrip(".")
+            return f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}".rstrip("0").rstrip(".")
         return str(value)
 
     text = [[cell(v) for v in row] for row in rows]

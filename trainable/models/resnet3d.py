@@ -9,12 +9,18 @@ only the head is our own, so that the pooled feature is reachable for the contra
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Sequence
 
 import torch
-from pytorchvideo.models.resnet import BottleneckBlock, create_bottleneck_block, create_res_stage
-from pytorchvideo.models.stem import create_res_basic_stem
 from torch import nn
+
+# pytorchvideo imports fvcore, which scripts a loss with the deprecated torch.jit.script at import time: a
+# FutureWarning in every command's output that is not ours to fix.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit\.script")
+    from pytorchvideo.models.resnet import BottleneckBlock, create_bottleneck_block, create_res_stage
+    from pytorchvideo.models.stem import create_res_basic_stem
 
 from trainable.models.registry import register
 
