@@ -5,7 +5,7 @@ each run in its own single-threaded process (two at a time on two cores beat one
 and prints the primary's final top-1 (mean ± std over seeds) with the pseudo-label mask rate and accuracy
 of the last epoch. The labeled subset changes with the seed, so the spread includes the choice of labels.
 
-    python bench/ssl_gain.py                       # the calibrated benchmark (about an hour on 2 cores)
+    python bench/ssl_gain.py                       # the calibrated benchmark (about 85 minutes on 2 cores)
     python bench/ssl_gain.py --seeds 1 --set epochs=5 --methods supervised,fixmatch   # a quick look
 """
 
@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 # The benchmark's base config. Calibrated so that supervised-only is clearly above chance yet far
-# from the ceiling (see the README's notes on this benchmark); every method gets the same steps.
+# from the ceiling (README, "The synthetic benchmark"); every method gets the same steps.
 BASE: dict[str, Any] = {
     "dataset": "synthetic",
     "synthetic_classes": 10,
