@@ -143,17 +143,16 @@ def table(runs: list[dict[str, Any]], variants: list[str], base: dict[str, Any])
     """
     final = {(r["variant"], r["seed"]): r["history"][-1] for r in runs}
     seeds = sorted({seed for _, seed in final})
-    columns = {  # header: (metric, scale)
-        "top1": ("top1", 1.0), "aux_top1": ("aux_top1", 1.0),
-        "mask_rate_primary": ("mask_rate_primary", 100.0), "pl_acc_primary": ("pl_acc_primary", 100.0),
-        "mask_rate_aux": ("mask_rate_aux", 100.0), "pl_acc_aux": ("pl_acc_aux", 100.0),
-    }  # fmt: skip
-    rows = [["method", "top1", "gain", *list(columns)[1:]]]
+    # The pseudo-label figures are fractions in the metrics, percentages in the table.
+    scales = {"aux_top1": 1.0, "mask_rate_primary": 100.0, "pl_acc_primary": 100.0, "mask_rate_aux": 100.0, "pl_acc_aux": 100.0}
+    rows = [["method", "top1", "gain", *scales]]
     for v in variants:
         mine = [final[v, s] for s in seeds if (v, s) in final]
         gains = [final[v, s]["top1"] - final["supervised", s]["top1"] for s in seeds if (v, s) in final and ("supervised", s) in final]
-        cells = {h: _fmt([m[key] for m in mine], scale) for h, (key, scale) in columns.items()}
-        rows.append([v, cells["top1"], _fmt(gains) if v != "supervised" else "—", *[cells[h] for h in list(columns)[1:]]])
+        rows.append([
+            v, _fmt([m["top1"] for m in mine]), _fmt(gains) if v != "supervised" else "—",
+            *[_fmt([m[key] for m in mine], scale) for key, scale in scales.items()],
+        ])  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) + " |" for row in rows]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")

@@ -50,13 +50,14 @@ class Net(nn.Module):
         if channels_last:
             self.backbone.to(memory_format=self.memory_format)
 
-    def forward(self, x: torch.Tensor, project_from: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits of every clip, and projections of clips ``project_from:`` when a head exists."""
+    def forward(self, x: torch.Tensor, project: slice | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits of every clip, and, when a head exists, projections of the clips ``project`` selects (the
+        contrastive loss compares only the weak views, so the other clips are not projected)."""
         features = self.backbone.forward_features(x.contiguous(memory_format=self.memory_format))
         logits = self.backbone.forward_head(features)
-        if self.projection is None or project_from is None:
+        if self.projection is None or project is None:
             return logits, None
-        return logits, self.projection(features[project_from:])
+        return logits, self.projection(features[project])
 
 
 class Method:
@@ -101,11 +102,14 @@ class Method:
             logits[model] = {}
             for batch in batches:
                 sizes = [views[v].shape[0] for v in batch]
-                weak_from = sum(sizes[: batch.index("weak")]) if "weak" in batch and self.contrastive else None
-                out, projected = nets[model](torch.cat([views[v] for v in batch]), project_from=weak_from)
+                weak = None
+                if "weak" in batch and self.contrastive:
+                    start = sum(sizes[: batch.index("weak")])
+                    weak = slice(start, start + views["weak"].shape[0])
+                out, projected = nets[model](torch.cat([views[v] for v in batch]), project=weak)
                 logits[model].update(zip(batch, out.split(sizes)))
                 if projected is not None:
-                    projections[model] = projected[: views["weak"].shape[0]]
+                    projections[model] = projected
         return logits, projections
 
     def losses(
