@@ -76,6 +76,35 @@ def test_motion_classes_need_time() -> None:
     assert (grow[-1] > 100).sum() > (grow[0] > 100).sum()
 
 
+@pytest.mark.parametrize("bias", [0.0, 0.5, 1.0])
+def test_scene_bias_ties_the_colours_of_that_share_of_videos_to_their_class(tmp_path: Path, bias: float) -> None:
+    """A video in its class's scene has the class's background; the others keep their random one."""
+    from trainable.data.synthetic import scenes
+
+    spec = SyntheticSpec(classes=3, train_per_class=12, test_per_class=1, frames=4, size=16, noise=0.0, distractors=0, scene_bias=bias)
+    index = read_ucf101(ensure_synthetic(spec, tmp_path / "d", progress=False))
+    looks = scenes(spec)
+    in_scene = 0
+    for record in index.train:
+        frame = decode(record.path)[0].numpy().reshape(-1, 3).astype(float)
+        background = np.median(frame, axis=0) / 255  # the object covers far less than half the frame
+        in_scene += bool(np.abs(background - looks[record.label].background).max() < 0.05)
+    share = in_scene / len(index.train)
+    # 36 videos: the share is binomial around the bias (an unbiased video matches its scene by chance rarely)
+    assert abs(share - bias) < 0.25 and (share == 1.0) is (bias == 1.0) and (share < 0.2) is (bias == 0.0)
+
+
+def test_a_video_in_its_scene_differs_from_its_unbiased_self_only_in_colour() -> None:
+    from trainable.data.synthetic import scenes
+
+    spec = SyntheticSpec(classes=2, frames=8, size=32, noise=0.0, distractors=0)
+    look = scenes(spec)[1].look(np.random.default_rng(0))
+    plain, biased = render("Grow", np.random.default_rng(3), spec), render("Grow", np.random.default_rng(3), spec, look)
+    assert not np.array_equal(plain, biased)
+    # the same pixels change from one frame to the next: the motion is the same
+    assert np.array_equal(np.diff(plain.astype(int), axis=0) != 0, np.diff(biased.astype(int), axis=0) != 0)
+
+
 def test_flip_never_changes_a_synthetic_class() -> None:
     """No class is the mirror image of another: the generator holds no left/right or cw/ccw pair."""
     assert not {"MoveLeft", "MoveRight", "CircleClockwise"} & set(MOTIONS)

@@ -36,11 +36,14 @@ def reported(result: Any) -> list[dict[str, Any]]:
     return [metrics for _, metrics in result.best_checkpoints]
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+# Two workers also run the full-scale options: batch norm synchronised and negatives gathered across workers.
+@pytest.mark.parametrize(
+    "workers, options", [(1, {}), (2, {"batchnorm": "sync", "contrastive_negatives": "global"})], ids=["1", "2"]
+)
 def test_trainer_reports_every_metric_each_epoch_and_resumes(
-    ray_local: str, tiny_dataset: Path, tmp_path: Path, workers: int
+    ray_local: str, tiny_dataset: Path, tmp_path: Path, workers: int, options: dict[str, Any]
 ) -> None:
-    config = tiny_config(tiny_dataset, threshold=0.0)  # every clip accepted: every metric has a value
+    config = tiny_config(tiny_dataset, threshold=0.0, **options)  # every clip accepted: every metric has a value
     first = fit(config, tmp_path, f"first-{workers}", workers)
     assert first.error is None
     epochs = reported(first)

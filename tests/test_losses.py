@@ -122,3 +122,17 @@ def test_contrastive_loss_is_low_when_pairs_align_and_others_differ() -> None:
 def test_contrastive_loss_of_one_clip_is_an_error() -> None:
     with pytest.raises(ValueError, match="at least 2 clips"):
         contrastive_loss(torch.randn(1, 8), torch.randn(1, 8), 0.5)
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_global_negatives_split_a_batch_into_parts_whose_mean_is_the_whole_loss(symmetric: bool) -> None:
+    """Anchors of each part against the keys of the whole (what a worker computes) average to the whole's loss."""
+    from trainable.losses import GlobalBatch
+
+    loss = symmetric_contrastive_loss if symmetric else contrastive_loss
+    g = torch.Generator().manual_seed(3)
+    zp, za = torch.randn(6, 5, generator=g, dtype=torch.float64), torch.randn(6, 5, generator=g, dtype=torch.float64)
+    everyone = GlobalBatch(zp, za, 0)
+    parts = [loss(zp[i : i + 2], za[i : i + 2], 0.5, everyone._replace(offset=i)) for i in (0, 2, 4)]
+    assert (sum(parts) / 3).item() == pytest.approx(loss(zp, za, 0.5).item(), rel=1e-6)  # float32 inside
+    assert parts[0].item() != pytest.approx(loss(zp[:2], za[:2], 0.5).item())  # local negatives differ

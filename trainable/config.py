@@ -71,6 +71,9 @@ class TrainConfig(BaseModel):
     synthetic_size: int = Field(32, ge=8)
     synthetic_distractors: int = Field(1, ge=0)
     synthetic_noise: float = Field(0.04, ge=0)
+    synthetic_scene_bias: float = Field(
+        0.0, ge=0.0, le=1.0, description="probability that a video's colours are its class's scene (appearance bias)"
+    )
     synthetic_seed: int = 0
     cache_decoded: bool = Field(False, description="keep decoded videos in memory (small datasets)")
 
@@ -101,8 +104,13 @@ class TrainConfig(BaseModel):
     temperature: float = Field(0.5, gt=0.0, description="contrastive temperature")
     contrastive_symmetric: bool = Field(False, description="also anchor the contrastive loss on the auxiliary")
     projection_dim: int = Field(512, ge=1)
-    joint_batchnorm: bool = Field(
-        False, description="normalise labeled and unlabeled clips as one batch (FixMatch's code) instead of two"
+    contrastive_negatives: Literal["local", "global"] = Field(
+        "local", description="global: every worker's clips are negatives (gathered with gradients), not only its own"
+    )
+    batchnorm: Literal["split", "joint", "sync"] = Field(
+        "split",
+        description="split: labeled and unlabeled clips normalised as two batches per worker; joint: one batch "
+        "(FixMatch's code); sync: split, with statistics over every worker's clips",
     )
     unsup_warmup_epochs: float = Field(
         0.0, ge=0.0, description="ramp gamma and beta linearly from 0 over this many epochs (0: off, the paper)"
@@ -200,6 +208,7 @@ class TrainConfig(BaseModel):
             size=self.synthetic_size,
             noise=self.synthetic_noise,
             distractors=self.synthetic_distractors,
+            scene_bias=self.synthetic_scene_bias,
             seed=self.synthetic_seed,
         )
 

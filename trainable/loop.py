@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from trainable import logs, methods, models
+from trainable import logs, methods, models, parallel
 from trainable.config import TrainConfig
 from trainable.data import read_index, transforms
 from trainable.data.datasets import ClipSpec, EvalClips, TrainClips
@@ -218,6 +218,8 @@ def run(cfg: TrainConfig, session: Session) -> None:
     nets: dict[str, nn.Module] = {}
     for role, (name, frames) in backbones.items():
         backbone = models.build(name, num_classes, frames, cfg.input_size, cfg.scale)
+        if cfg.batchnorm == "sync":
+            backbone = parallel.convert_batchnorm(backbone)
         head = models.ProjectionHead(backbone.num_features, out_features=cfg.projection_dim) if cfg.uses_contrastive else None
         nets[role] = methods.Net(backbone, head, channels_last=cfg.channels_last and isinstance(backbone, ResNet3d))
 
@@ -325,8 +327,9 @@ def _train_epoch(
         lab = _to(next(labeled), session.device)
         unl = _to(next(unlabeled), session.device) if unlabeled is not None else None
         with autocast:
-            logits, projections = method.forward(nets, lab, unl, joint_batchnorm=cfg.joint_batchnorm)
-        step = method.losses(logits, projections, lab["label"], weights)
+            logits, projections = method.forward(nets, lab, unl, joint_batchnorm=cfg.batchnorm == "joint")
+        gather = parallel.gather_rows if cfg.contrastive_negatives == "global" else None
+        step = method.losses(logits, projections, lab["label"], weights, gather)
         optimizers.zero_grad()
         step.loss.backward()
         optimizers.step()

@@ -1,7 +1,9 @@
 """An action dataset whose classes are motions, generated on demand in the UCF-101 layout.
 
-Appearance (shape, colour, size, position, background, a drifting distractor) is random in every video;
-only the motion tells the class, so a model has to use time. Two pairs of classes differ only in
+Appearance (shape, colour, size, position, background, a drifting distractor) is random in every video
+unless ``scene_bias`` ties it to the class: then with that probability a video is filmed in its class's
+"scene" (the class's background colour and object hue), as real action datasets film a class in its
+typical place. Only the motion always tells the class, so a model has to use time. Two pairs of classes differ only in
 the direction of time (``MoveUp``/``MoveDown``, ``Grow``/``Shrink``), so even frame order matters. No class
 is the mirror image of another (``MoveSideways`` and ``Circle`` go either way), so a horizontal flip never
 changes a clip's class. Every video is drawn from its own seed, so the dataset is the same on every
@@ -40,6 +42,9 @@ class SyntheticSpec:
     fps: int = 16
     noise: float = 0.04
     distractors: int = 1
+    # Probability that a video takes its class's scene (background colour and object hue) instead of a
+    # random one. 0: appearance says nothing about the class; 1: appearance alone tells the class.
+    scene_bias: float = 0.0
     seed: int = 0
 
     def key(self) -> str:
@@ -123,14 +128,43 @@ def _paint(canvas: np.ndarray, x: float, y: float, radius: float, colour: np.nda
     canvas += alpha * colour
 
 
-def render(motion: str, rng: np.random.Generator, spec: SyntheticSpec) -> np.ndarray:
-    """Frames ``(frames, size, size, 3)`` uint8 of one video of class ``motion``."""
+@dataclass(frozen=True)
+class Scene:
+    """A class's typical look: a background colour and an object hue, varied a little per video."""
+
+    background: np.ndarray
+    hue: float
+
+    def look(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Object colour and background of one video filmed in this scene."""
+        hue = (self.hue + rng.normal(0.0, 0.02)) % 1.0
+        colour = np.array(colorsys.hsv_to_rgb(hue, rng.uniform(0.5, 1.0), rng.uniform(0.7, 1.0)))
+        return colour, np.clip(self.background + rng.uniform(-0.02, 0.02, size=3), 0.0, 1.0)
+
+
+def scenes(spec: SyntheticSpec) -> list[Scene]:
+    """One scene per class: hues evenly spread round the colour wheel (so no two classes share one),
+    backgrounds drawn from the dataset seed."""
+    rng = np.random.default_rng([spec.seed, 2])
+    return [Scene(rng.uniform(0.0, 0.25, size=3), c / spec.classes) for c in range(spec.classes)]
+
+
+def render(
+    motion: str, rng: np.random.Generator, spec: SyntheticSpec, look: tuple[np.ndarray, np.ndarray] | None = None
+) -> np.ndarray:
+    """Frames ``(frames, size, size, 3)`` uint8 of one video of class ``motion``.
+
+    ``look`` (object colour, background; a ``Scene.look``) replaces the random colours. ``rng`` makes
+    the same draws either way, so a video in its scene differs from its unbiased self only in colour.
+    """
     n, size = spec.frames, spec.size
     t = np.linspace(0.0, 1.0, n)
     x, y, factor, visible = MOTIONS[motion](t, rng, n)
     radius = rng.uniform(0.09, 0.15) * size
     colour, square = _colour(rng), bool(rng.integers(2))
     background = rng.uniform(0.0, 0.25, size=3)
+    if look is not None:
+        colour, background = look
     distractors = [
         (rng.uniform(0.15, 0.85, size=2), rng.normal(0, 0.004, size=(n, 2)).cumsum(0), rng.uniform(0.05, 0.09) * size, _colour(rng) * 0.6)
         for _ in range(spec.distractors)
@@ -169,13 +203,18 @@ def _write(root: Path, spec: SyntheticSpec, progress: bool) -> None:
         for i in range(count)
     ]
     lists: dict[str, list[str]] = {"train": [], "test": []}
+    looks = scenes(spec)
     for split, c, i in tqdm(jobs, desc="synthetic dataset", disable=not progress, unit="video"):
         name = classes[c]
         group = i // 5 + (1 if split == "train" else 1 + -(-spec.train_per_class // 5))
         rel = f"{name}/v_{name}_g{group:02d}_c{i % 5 + 1:02d}.avi"
-        rng = np.random.default_rng([spec.seed, 0 if split == "train" else 1, c, i])
+        stream = 0 if split == "train" else 1
+        rng = np.random.default_rng([spec.seed, stream, c, i])
+        # Its own stream decides the scene, so videos are the same at every bias except for their colours.
+        scene_rng = np.random.default_rng([spec.seed, 3, stream, c, i])
+        look = looks[c].look(scene_rng) if scene_rng.uniform() < spec.scene_bias else None
         (root / name).mkdir(exist_ok=True)
-        encode(root / rel, render(name, rng, spec), spec.fps)
+        encode(root / rel, render(name, rng, spec, look), spec.fps)
         lists[split].append(f"{rel} {c + 1}" if split == "train" else rel)
     # CRLF endings, as in the official UCF-101 lists.
     (root / "classInd.txt").write_bytes("".join(f"{i + 1} {n}\r\n" for i, n in enumerate(classes)).encode())
@@ -198,6 +237,8 @@ def ensure_synthetic(spec: SyntheticSpec, root: str | os.PathLike[str] | None = 
     """
     if spec.classes > len(MOTIONS) or spec.classes < 2:
         raise ValueError(f"synthetic_classes must be between 2 and {len(MOTIONS)}, got {spec.classes}")
+    if not 0.0 <= spec.scene_bias <= 1.0:
+        raise ValueError(f"synthetic_scene_bias must be between 0 and 1, got {spec.scene_bias}")
     root = Path(root) if root is not None else default_root(spec)
     root.parent.mkdir(parents=True, exist_ok=True)
     with open(root.parent / f".{root.name}.lock", "w") as lock:

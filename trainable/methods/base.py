@@ -7,7 +7,7 @@ Every method's step runs the same forward pass and composes its losses from the 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import torch
 from torch import nn
@@ -86,7 +86,7 @@ class Method:
         """Logits by model and view, and the projections of the weak views by model (contrastive only).
 
         Batch norm normalises the labeled clips as one batch and the unlabeled ones (weak and strong
-        together) as another, so the few labeled clips keep statistics of their own. ``joint_batchnorm``
+        together) as another, so the few labeled clips keep statistics of their own. ``joint_batchnorm`` (``batchnorm: joint``)
         passes all three views as one batch instead, as FixMatch's reference code does; on the synthetic
         benchmark FixMatch then reached 86.0 % top-1 instead of 99.5 % (seed 0; README, "The synthetic
         benchmark").
@@ -118,8 +118,12 @@ class Method:
         projections: dict[str, torch.Tensor],
         labels: torch.Tensor,
         weights: Weights,
+        gather: Callable[[torch.Tensor], tuple[torch.Tensor, int]] | None = None,
     ) -> StepLosses:
-        """Total loss ``sum L_s + gamma * sum L_u + beta * L_ca`` (Eq. 7) and its parts."""
+        """Total loss ``sum L_s + gamma * sum L_u + beta * L_ca`` (Eq. 7) and its parts.
+
+        ``gather`` (``parallel.gather_rows``) makes the contrastive negatives those of every worker's batch.
+        """
         loss_sup = sum(losses.supervised_loss(logits[m]["labeled"], labels) for m in self.models)
         step = StepLosses(loss=loss_sup, loss_sup=loss_sup)
         if self.teachers:
@@ -135,6 +139,11 @@ class Method:
             step.loss = step.loss + weights.gamma * step.loss_pl
         if self.contrastive and projections:
             contrast = losses.symmetric_contrastive_loss if weights.symmetric else losses.contrastive_loss
-            step.loss_ca = contrast(projections["primary"], projections["aux"], weights.temperature)
+            z_primary, z_aux = projections["primary"], projections["aux"]
+            everyone = None
+            if gather is not None:  # in float32, as every loss is computed
+                (all_primary, offset), (all_aux, _) = gather(z_primary.float()), gather(z_aux.float())
+                everyone = losses.GlobalBatch(all_primary, all_aux, offset)
+            step.loss_ca = contrast(z_primary, z_aux, weights.temperature, everyone)
             step.loss = step.loss + weights.beta * step.loss_ca
         return step
