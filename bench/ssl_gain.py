@@ -139,7 +139,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the base config")
     parser.add_argument("--out", type=Path, help="also write every run's per-epoch metrics as JSON")
     parser.add_argument("--runs", type=Path, help="keep one file per run here and skip runs already there (resumable)")
+    parser.add_argument("--tables-only", action="store_true", help="print the tables of the runs in --runs; train none")
     args = parser.parse_args(argv)
+    if args.tables_only and not args.runs:
+        raise SystemExit("--tables-only reads the runs of --runs DIR")
 
     variants = args.methods.split(",")
     unknown = [v for v in variants if v not in VARIANTS]
@@ -159,6 +162,8 @@ def main(argv: list[str] | None = None) -> None:
                     runs.append(json.loads(path.read_text()))
                 else:
                     jobs.append((v, seed, config, path))
+    if args.tables_only:
+        jobs = []
     print(f"{len(jobs)} runs to train ({len(runs)} found in {args.runs}), {args.jobs} at a time; "
           f"base config: {json.dumps(base)}", flush=True)  # fmt: skip
 
