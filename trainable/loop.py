@@ -311,6 +311,7 @@ def _train_epoch(
     labeled = _loader(data.labeled, cfg.batch_size, cfg, epoch, 0, session)
     unlabeled = _loader(data.unlabeled, cfg.mu * cfg.batch_size, cfg, epoch, 1, session) if data.unlabeled else None
     ramp_steps = cfg.unsup_warmup_epochs * steps
+    gather = parallel.gather_rows if cfg.contrastive_negatives == "global" else None
     sums = dict.fromkeys(_SUM_KEYS, 0.0)
     for key in ("loss_pl", "loss_ca"):
         sums[key] = math.nan
@@ -328,7 +329,6 @@ def _train_epoch(
         unl = _to(next(unlabeled), session.device) if unlabeled is not None else None
         with autocast:
             logits, projections = method.forward(nets, lab, unl, joint_batchnorm=cfg.batchnorm == "joint")
-        gather = parallel.gather_rows if cfg.contrastive_negatives == "global" else None
         step = method.losses(logits, projections, lab["label"], weights, gather)
         optimizers.zero_grad()
         step.loss.backward()
