@@ -86,10 +86,10 @@ class Method:
         """Logits by model and view, and the projections of the weak views by model (contrastive only).
 
         Batch norm normalises the labeled clips as one batch and the unlabeled ones (weak and strong
-        together) as another, so the few labeled clips keep statistics of their own. ``joint_batchnorm`` (``batchnorm: joint``)
-        passes all three views as one batch instead, as FixMatch's reference code does; on the synthetic
-        benchmark FixMatch then reached 86.0 % top-1 instead of 99.5 % (seed 0; README, "The synthetic
-        benchmark").
+        together) as another, so the few labeled clips keep statistics of their own. ``joint_batchnorm``
+        (config ``batchnorm: joint``) passes all three views as one batch instead, as FixMatch's reference
+        code does; on an earlier synthetic benchmark FixMatch then reached 86.0 % top-1 instead of 99.5 %
+        (seed 0; README, "Method defaults and choices").
         """
         logits: dict[str, dict[str, torch.Tensor]] = {}
         projections: dict[str, torch.Tensor] = {}
