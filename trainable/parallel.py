@@ -33,15 +33,18 @@ class _SumAcrossWorkers(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
-        out = tensor.clone()
-        dist.all_reduce(out)
-        return out
+        return _summed(tensor)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad)
-        return grad
+        return _summed(grad)
+
+
+def _summed(tensor: torch.Tensor) -> torch.Tensor:
+    """A copy of ``tensor`` summed over workers (the input untouched, as autograd needs)."""
+    out = tensor.contiguous().clone()
+    dist.all_reduce(out)
+    return out
 
 
 class _GatherRows(torch.autograd.Function):
@@ -57,9 +60,7 @@ class _GatherRows(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad)
-        return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
+        return _summed(grad)[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
 
 
 def gather_rows(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:

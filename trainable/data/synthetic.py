@@ -114,8 +114,10 @@ MOTIONS: dict[str, Motion] = {
 }
 
 
-def _colour(rng: np.random.Generator) -> np.ndarray:
-    return np.array(colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(0.5, 1.0), rng.uniform(0.7, 1.0)))
+def _colour(rng: np.random.Generator, hue: float | None = None) -> np.ndarray:
+    """A saturated, bright colour; of a random hue unless ``hue`` is given."""
+    hue = rng.uniform() if hue is None else hue
+    return np.array(colorsys.hsv_to_rgb(hue, rng.uniform(0.5, 1.0), rng.uniform(0.7, 1.0)))
 
 
 def _paint(canvas: np.ndarray, x: float, y: float, radius: float, colour: np.ndarray, square: bool) -> None:
@@ -137,8 +139,7 @@ class Scene:
 
     def look(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Object colour and background of one video filmed in this scene."""
-        hue = (self.hue + rng.normal(0.0, 0.02)) % 1.0
-        colour = np.array(colorsys.hsv_to_rgb(hue, rng.uniform(0.5, 1.0), rng.uniform(0.7, 1.0)))
+        colour = _colour(rng, (self.hue + rng.normal(0.0, 0.02)) % 1.0)
         return colour, np.clip(self.background + rng.uniform(-0.02, 0.02, size=3), 0.0, 1.0)
 
 
