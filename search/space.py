@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from trainable.config import ConfigError, TrainConfig, format_errors
-from trainable.loop import METRICS
+from trainable.metrics import METRICS
 
 KINDS = ("choice", "grid", "uniform", "loguniform", "int")
 

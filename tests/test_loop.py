@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from trainable.config import TrainConfig
-from trainable.loop import METRICS, run, run_local, train_loop_per_worker
+from trainable.loop import run, run_local, train_loop_per_worker
+from trainable.metrics import METRICS
 from trainable.session import LocalSession
 
 from conftest import tiny_config

@@ -1,7 +1,7 @@
 """The per-worker training loop: one function of a config, used as a ``TorchTrainer``'s ``train_loop_per_worker``.
 
 Each epoch is ``steps_per_epoch`` steps of ``batch_size`` labeled and ``mu * batch_size`` unlabeled clips per
-worker, then the multi-view test, then one ``report`` with every metric in ``METRICS`` and a checkpoint.
+worker, then the multi-view test, then one ``report`` with every metric in ``trainable.metrics.METRICS`` and a checkpoint.
 Randomness is re-seeded from (seed, epoch, rank) at the start of every epoch, so a run resumed from the
 checkpoint of epoch k continues exactly as the uninterrupted run would: the checkpoint needs no RNG state.
 """
@@ -35,16 +35,6 @@ from trainable.models.resnet3d import ResNet3d
 from trainable.session import LocalSession, RaySession, Session
 
 log = logging.getLogger(__name__)
-
-# Reported every epoch by every method; a metric a method lacks is NaN, so result tables stay rectangular.
-METRICS = (
-    "top1", "top5", "aux_top1",
-    "loss", "loss_sup", "loss_pl", "loss_ca",
-    "mask_rate_primary", "mask_rate_aux", "pl_acc_primary", "pl_acc_aux",
-    "epoch", "epoch_time_s", "clips_per_s",
-)  # fmt: skip
-# Also reported each epoch: the learning rate, the labeled split's identity, unreadable videos so far.
-REPORTED = METRICS + ("lr", "split_hash", "videos_missing", "videos_skipped")
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:

@@ -1,0 +1,14 @@
+"""The names every epoch reports: shared by the loop, the search schema and the Parquet tables.
+
+Kept apart from the loop so that reading results or checking a space never imports torch.
+"""
+
+# Reported every epoch by every method; a metric a method lacks is NaN, so result tables stay rectangular.
+METRICS = (
+    "top1", "top5", "aux_top1",
+    "loss", "loss_sup", "loss_pl", "loss_ca",
+    "mask_rate_primary", "mask_rate_aux", "pl_acc_primary", "pl_acc_aux",
+    "epoch", "epoch_time_s", "clips_per_s",
+)  # fmt: skip
+# Also reported each epoch: the learning rate, the labeled split's identity, unreadable videos so far.
+REPORTED = METRICS + ("lr", "split_hash", "videos_missing", "videos_skipped")
