@@ -3,6 +3,7 @@
     python -m results query "SELECT method, avg(final_top1) FROM trials GROUP BY method"
     python -m results show SEARCH_ID
     python -m results table tau --metric top1      # mean ± std over seeds per configuration
+    python -m results compact [SEARCH_ID ...]      # merge each search's small files (a search does it when it ends)
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 
 from results.report import query, seed_table, show
 from results.store import DEFAULT_STORE, Store
+from results.tables import compact
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,13 +27,19 @@ def main(argv: list[str] | None = None) -> int:
     t = commands.add_parser("table", help="mean ± std over seeds of each configuration (a paper-style table)")
     t.add_argument("search", help="a search id or name (the latest search of that name)")
     t.add_argument("--metric", default="top1")
-    for sub in (q, s, t):
+    c = commands.add_parser("compact", help="merge each search's parts into one file per table (latest rows only)")
+    c.add_argument("search_ids", nargs="*", help="default: every search in the store")
+    for sub in (q, s, t, c):
         sub.add_argument("--store", default=DEFAULT_STORE, help=f"folder or URI of the tables (default {DEFAULT_STORE})")
     args = parser.parse_args(argv)
     store = Store(args.store)
     try:
         if args.command == "query":
             print(query(store, args.sql))
+        elif args.command == "compact":
+            for search_id in args.search_ids or store.searches():
+                kept = compact(store, search_id)
+                print(f"{search_id}: " + ", ".join(f"{n} {table}" for table, n in kept.items()))
         elif args.command == "table":
             print(seed_table(store, args.search, args.metric))
         else:

@@ -1,155 +1,125 @@
-"""A Ray Tune callback on the driver that keeps the three Parquet tables of one search up to date.
+"""A Ray Tune callback on the driver that appends a search's ``searches`` rows and its trials' events.
 
-It sees every result Tune receives, so the tables grow while the search runs: each epoch's row and the
-trial's summary are written as soon as the epoch is reported. Its rows are part of Tune's experiment
-state, so a restored search keeps the rows written before the interruption.
+Epoch rows are not written here: the trial's own process appends them (``results.ledger``), before Tune
+hears of them. This callback appends a ``trials`` row when a trial starts and when it ends (status, error,
+wall time over every attempt), and a ``searches`` row when the search starts and ends. Nothing it holds is
+needed to resume: a resumed search reads what earlier runs wrote from the ledger (``search.resume``).
+Every few thousand reports, and at the end, it compacts the search's parts.
 """
 
 from __future__ import annotations
 
 import logging
-import math
+import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
 
+from results.ledger import now
 from results.store import Store
+from results.tables import compact
+from search.resume import Pins
 from trainable.config import TrainConfig
-from trainable.loop import METRICS, REPORTED
 
 log = logging.getLogger(__name__)
 
-# The trial summary's best values: higher is better for accuracies, lower for losses.
-BEST = {"top1": "max", "top5": "max", "aux_top1": "max", "loss": "min"}
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+COMPACT_EVERY = 2000  # reports between compactions of a running search: bounds the files a reader lists
 
 
 class ResultsCallback(Callback):
-    """Writes ``searches``, ``trials`` and ``epochs`` rows of the search ``search_row["search_id"]``."""
+    """Appends the rows of the search ``search_row["search_id"]`` and of its trials."""
 
-    def __init__(self, store: Store, search_row: dict[str, Any], metric: str, mode: str) -> None:
+    def __init__(self, store: Store, search_row: dict[str, Any], earlier: list[dict[str, Any]], pins: Pins) -> None:
         self.store = store
         self.search = dict(search_row)
         self.search_id = search_row["search_id"]
-        self.metric, self.mode = metric, mode
-        self.best = {**BEST, metric: mode}  # the search's own metric always gets a best_ column
-        self.trials: dict[str, dict[str, Any]] = {}
-        self.epochs: list[dict[str, Any]] = []
+        self.pins = pins
+        self.known = {t["trial_id"]: t for t in earlier}  # what earlier runs of this search recorded
+        self.ids: dict[str, str] = {}  # Tune's trial id -> the ledger's
+        self.rows: dict[str, dict[str, Any]] = {}  # ledger id -> the trial's row
+        self.epochs: dict[str, int] = {}  # ledger id -> last reported epoch
         self._started: dict[str, float] = {}
-
-    # Tune saves and restores this with the experiment.
-    def get_state(self) -> dict[str, Any]:
-        return {"search": self.search, "trials": self.trials, "epochs": self.epochs}
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        self.trials, self.epochs = state["trials"], state["epochs"]
-        self.search = {**state["search"], "status": "running", "ended_at": None}
+        self._reports = 0
+        self._compacting: threading.Thread | None = None
 
     def setup(self, **info: Any) -> None:
-        self._flush("searches")
+        self._append("searches", self.search)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        if trial.trial_id in self.trials:  # retried or restored: keep the summary so far
-            self.trials[trial.trial_id]["status"] = "running"
-        else:
-            config = TrainConfig.parse(trial.config).model_dump()
-            self.trials[trial.trial_id] = {
-                "search_id": self.search_id,
-                "trial_id": trial.trial_id,
-                **config,
-                "status": "running",
+        trial_id = self.ids.setdefault(trial.trial_id, self.pins.trial_id(trial.config, trial.trial_id))
+        row = self.rows.get(trial_id)
+        if row is None:
+            before = self.known.get(trial_id, {})
+            row = {
+                "trial_id": trial_id,
+                **TrainConfig.parse(trial.config).model_dump(),
                 "stopped_at_epoch": None,
                 "error": None,
-                "epochs_run": 0,
-                "wall_s": 0.0,
-                "started_at": now(),
+                "wall_s": before.get("wall_s") or 0.0,
+                "started_at": before.get("started_at") or now(),
                 "ended_at": None,
-                **{f"final_{m}": math.nan for m in METRICS if m != "epoch"},
-                **{f"best_{m}": math.nan for m in self.best},
-                "best_epoch": None,
             }
+            self.rows[trial_id] = row
+            self.epochs[trial_id] = int(before.get("epochs_run") or 0)
+        row["status"] = "running"
         # Wall time counts every attempt of a trial: start the clock at what earlier attempts used.
-        self._started[trial.trial_id] = time.monotonic() - self.trials[trial.trial_id]["wall_s"]
-        self._flush("trials")
+        self._started[trial_id] = time.monotonic() - row["wall_s"]
+        self._append("trials", row)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
-        if "epoch" not in result:
-            return
-        row = {"search_id": self.search_id, "trial_id": trial.trial_id, "seed": trial.config.get("seed")}
-        row.update({k: result.get(k) for k in REPORTED})
-        row.update(
-            checkpoint_path=result.get("checkpoint_path"),
-            time_total_s=result.get("time_total_s"),
-            node_ip=result.get("node_ip"),
-            reported_at=now(),
-        )
-        self.epochs.append(row)
-        summary = self.trials[trial.trial_id]
-        summary["epochs_run"] = int(result["epoch"])
-        summary["wall_s"] = self._wall(trial.trial_id)
-        for m in METRICS:
-            if m != "epoch":
-                summary[f"final_{m}"] = result.get(m)
-        for m, direction in self.best.items():
-            value, best = result.get(m), summary[f"best_{m}"]
-            if value is not None and not math.isnan(value) and (math.isnan(best) or (value > best if direction == "max" else value < best)):
-                summary[f"best_{m}"] = value
-                if m == self.metric:
-                    summary["best_epoch"] = int(result["epoch"])
-        self._flush("epochs", "trials")
+        if "epoch" in result:
+            self.epochs[self.ids[trial.trial_id]] = int(result["epoch"])
+            self._reports += 1
+            if self._reports % COMPACT_EVERY == 0 and not (self._compacting and self._compacting.is_alive()):
+                # In the background: Tune's loop goes on; parts written meanwhile are left for the next time.
+                self._compacting = threading.Thread(target=self.compact, name="compact", daemon=True)
+                self._compacting.start()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        summary = self.trials[trial.trial_id]
-        finished = summary["epochs_run"] >= summary["epochs"]
-        summary["status"] = "completed" if finished else "stopped"
-        summary["stopped_at_epoch"] = None if finished else summary["epochs_run"]
-        self._end(trial.trial_id)
+        trial_id = self.ids[trial.trial_id]
+        row, epochs_run = self.rows[trial_id], self.epochs[trial_id]
+        finished = epochs_run >= row["epochs"]
+        self._end(trial_id, "completed" if finished else "stopped", stopped_at_epoch=None if finished else epochs_run)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        summary = self.trials[trial.trial_id]
-        summary["status"] = "errored"
-        summary["error"] = _error_text(trial)
-        self._end(trial.trial_id)
+        self._end(self.ids[trial.trial_id], "errored", error=_error_text(trial))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self.finish("completed")
 
     def finish(self, status: str) -> None:
-        """Mark the search ended (``completed``, ``interrupted`` or ``failed``)."""
+        """Mark the search ended (``completed``, ``interrupted`` or ``failed``) and compact it."""
         if self.search.get("ended_at"):
             return
-        self.search.update(status=status, ended_at=now(), num_trials=len(self.trials))
-        self._flush("searches", "trials", "epochs")
+        for trial_id in list(self._started):  # trials cut short by the end of the search
+            self._end(trial_id, "interrupted")
+        self.search.update(status=status, ended_at=now())
+        self._append("searches", self.search)
+        if self._compacting:
+            self._compacting.join()
+        self.compact()
 
-    def _wall(self, trial_id: str) -> float:
-        started = self._started.get(trial_id)
-        return time.monotonic() - started if started is not None else self.trials[trial_id]["wall_s"]
+    def compact(self) -> None:
+        try:
+            compact(self.store, self.search_id)
+        except Exception as exc:  # a failed compaction leaves the parts, which stay correct: warn, go on
+            log.warning("could not compact search %s: %s", self.search_id, exc)
 
-    def _end(self, trial_id: str) -> None:
-        summary = self.trials[trial_id]
-        summary["wall_s"] = self._wall(trial_id)
-        self._started.pop(trial_id, None)
-        summary["ended_at"] = now()
-        self._flush("trials")
+    def _end(self, trial_id: str, status: str, **fields: Any) -> None:
+        row = self.rows[trial_id]
+        started = self._started.pop(trial_id, None)
+        if started is not None:
+            row["wall_s"] = time.monotonic() - started
+        row.update(status=status, ended_at=now(), **fields)
+        self._append("trials", row)
 
-    def _flush(self, *tables: str) -> None:
-        rows = {
-            "searches": [self.search],
-            "trials": list(self.trials.values()),
-            "epochs": self.epochs,
-        }
-        for table in tables:
-            if rows[table]:
-                try:
-                    self.store.write(table, self.search_id, rows[table])
-                except OSError as exc:  # the next flush rewrites everything: warn, do not kill the search
-                    log.warning("could not write %s for %s: %s", table, self.search_id, exc)
+    def _append(self, table: str, row: dict[str, Any]) -> None:
+        try:
+            self.store.append(table, self.search_id, [row])
+        except OSError as exc:  # the trial goes on; its epochs are written by its own process
+            log.warning("could not write a %s row of %s: %s", table, self.search_id, exc)
 
 
 def _error_text(trial: Any) -> str:

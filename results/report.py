@@ -6,24 +6,13 @@ import math
 from typing import Any, Sequence
 
 import duckdb
-import pyarrow as pa
 
-from results.store import TABLES, Store
+from results.store import Store
+from results.tables import connect, retrying
 from trainable.config import TrainConfig
 
 # Columns of the trials table that are not configuration.
 _CONFIG = set(TrainConfig.model_fields)
-
-
-def connect(store: Store) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection where ``searches``, ``trials`` and ``epochs`` are the store's tables."""
-    con = duckdb.connect()
-    for table in TABLES:
-        data = store.read(table)
-        if data.num_columns == 0:
-            data = pa.table({"search_id": pa.array([], pa.string())})
-        con.register(table, data)
-    return con
 
 
 def format_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -49,66 +38,78 @@ def format_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def query(store: Store, sql: str) -> str:
-    con = connect(store)
-    result = con.execute(sql)
-    return format_rows([d[0] for d in result.description], result.fetchall())
+    def run() -> str:
+        result = connect(store).execute(sql)
+        return format_rows([d[0] for d in result.description], result.fetchall())
+
+    return retrying(run)
 
 
-def varied_columns(store: Store, search_id: str) -> list[str]:
-    """Config columns whose value differs between the search's trials (the searched parameters and seed)."""
-    trials = store.read("trials", search_id)
-    out = []
-    for name in trials.column_names:
-        if name in _CONFIG and len(set(map(str, trials.column(name).to_pylist()))) > 1:
-            out.append(name)
-    return out
+def varied_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Config columns whose value differs between the trials of ``con``'s search (the searched parameters and seed)."""
+    trials = con.sql("SELECT * FROM trials").to_arrow_table()
+    return [name for name in trials.column_names if name in _CONFIG and len(set(map(str, trials.column(name).to_pylist()))) > 1]
+
+
+def _search(store: Store, search_id: str) -> duckdb.DuckDBPyConnection:
+    """A connection that reads only this search's files."""
+    if search_id not in store.searches():
+        raise KeyError(f"no search {search_id!r} in {store.uri}; searches: {', '.join(store.searches()) or 'none'}")
+    return connect(store, search_id)
 
 
 def show(store: Store, search_id: str, metric: str | None = None, mode: str | None = None) -> str:
     """The search's trials, best first by the search's metric, with what varied and how each trial ended."""
-    con = connect(store)
-    found = con.execute("SELECT metric, mode FROM searches WHERE search_id = ?", [search_id]).fetchall()
-    if not found:
-        known = [r[0] for r in con.execute("SELECT search_id FROM searches ORDER BY started_at").fetchall()]
-        raise KeyError(f"no search {search_id!r} in {store.uri}; searches: {', '.join(known) or 'none'}")
-    metric = metric or found[0][0]
-    mode = mode or found[0][1]
-    params = [c for c in varied_columns(store, search_id) if c != "seed"]
-    columns = ["trial_id", *params, "seed", "status", "stopped_at_epoch", "epochs_run", f"final_{metric}", f"best_{metric}", "wall_s"]
-    order = "DESC" if mode == "max" else "ASC"
-    cols = ", ".join(f'"{c}"' for c in columns)
-    result = con.execute(
-        f'SELECT {cols} FROM trials WHERE search_id = ? ORDER BY "best_{metric}" {order} NULLS LAST', [search_id]
-    )
-    return format_rows(columns, result.fetchall())
+
+    def run() -> str:
+        con = _search(store, search_id)
+        found = con.execute("SELECT metric, mode FROM searches").fetchall()
+        chosen, direction = metric or found[0][0], mode or found[0][1]
+        params = [c for c in varied_columns(con) if c != "seed"]
+        columns = ["trial_id", *params, "seed", "status", "stopped_at_epoch", "epochs_run", f"final_{chosen}", f"best_{chosen}", "wall_s"]
+        order = "DESC" if direction == "max" else "ASC"
+        cols = ", ".join(f'"{c}"' for c in columns)
+        result = con.execute(f'SELECT {cols} FROM trials ORDER BY "best_{chosen}" {order} NULLS LAST, trial_id')
+        return format_rows(columns, result.fetchall())
+
+    return retrying(run)
 
 
 def resolve(store: Store, search: str) -> str:
     """A search id, or the latest search of that name (``tau`` also finds ``paper-tau``)."""
-    con = connect(store)
-    rows = con.execute(
-        "SELECT search_id FROM searches WHERE search_id = ? OR name = ? OR name = ? ORDER BY started_at DESC",
-        [search, search, f"paper-{search}"],
-    ).fetchall()
-    if not rows:
-        known = [r[0] for r in con.execute("SELECT DISTINCT name FROM searches ORDER BY name").fetchall()]
-        raise KeyError(f"no search {search!r} in {store.uri}; names: {', '.join(known) or 'none'}")
-    return rows[0][0]
+    if search in store.searches():
+        return search
+
+    def run() -> str:
+        con = connect(store)
+        rows = con.execute(
+            "SELECT search_id FROM searches WHERE name = ? OR name = ? ORDER BY started_at DESC", [search, f"paper-{search}"]
+        ).fetchall()
+        if not rows:
+            known = [r[0] for r in con.execute("SELECT DISTINCT name FROM searches ORDER BY name").fetchall()]
+            raise KeyError(f"no search {search!r} in {store.uri}; names: {', '.join(known) or 'none'}")
+        return rows[0][0]
+
+    return retrying(run)
 
 
 def seed_table(store: Store, search: str, metric: str = "top1") -> str:
     """The paper's kind of table: per configuration, mean ± std of the final metric over seeds."""
     search_id = resolve(store, search)
-    params = [c for c in varied_columns(store, search_id) if c != "seed"]
-    con = connect(store)
-    keys = ", ".join(f'"{c}"' for c in params) or "'all' AS configuration"
-    group = ", ".join(f'"{c}"' for c in params) or "1"
-    value = f'"final_{metric}"'
-    rows = con.execute(
-        f"SELECT {keys}, avg({value}), stddev_samp({value}), count({value}), count(*) FILTER (WHERE status != 'completed') "
-        f"FROM trials WHERE search_id = ? GROUP BY {group} ORDER BY {group}",
-        [search_id],
-    ).fetchall()
+
+    def run() -> list[list[Any]]:
+        con = _search(store, search_id)
+        params = [c for c in varied_columns(con) if c != "seed"]
+        keys = ", ".join(f'"{c}"' for c in params) or "'all' AS configuration"
+        group = ", ".join(f'"{c}"' for c in params) or "1"
+        value = f'"final_{metric}"'
+        rows = con.execute(
+            f"SELECT {keys}, avg({value}), stddev_samp({value}), count({value}), count(*) FILTER (WHERE status != 'completed') "
+            f"FROM trials GROUP BY {group} ORDER BY {group}"
+        ).fetchall()
+        return [params, rows]
+
+    params, rows = retrying(run)
     columns = [*(params or ["configuration"]), f"{metric} mean ± std", "seeds", "not completed"]
     out = []
     for row in rows:

@@ -11,11 +11,13 @@ from datetime import datetime
 from importlib import metadata
 from typing import Any
 
-from results.callback import ResultsCallback, now
+from results.callback import ResultsCallback
+from results.ledger import now
 from results.report import show
-from results.store import Store
+from results.store import Store, check_search_id
+from search.resume import Earlier, plan
 from search.space import Space
-from search.tune import DRIVER_RESOURCE, build_tuner, restore_tuner
+from search.tune import DRIVER_RESOURCE, build_tuner
 from trainable.config import TrainConfig
 from trainable.data.synthetic import ensure_synthetic
 
@@ -127,8 +129,8 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def search_row(space: Space, search_id: str, store: Store, address: str | None) -> dict[str, Any]:
-    """The ``searches`` row: what ran, from which file and code, where."""
+def search_row(space: Space, search_id: str, store: Store, address: str | None, earlier: Earlier) -> dict[str, Any]:
+    """The ``searches`` row: what ran, from which file and code, where; a resumed search keeps its start time."""
     return {
         "search_id": search_id,
         "name": space.name,
@@ -142,7 +144,8 @@ def search_row(space: Space, search_id: str, store: Store, address: str | None) 
         "planned_trials": space.num_trials,
         "num_trials": 0,
         "status": "running",
-        "started_at": now(),
+        "started_at": (earlier.search or {}).get("started_at") or now(),
+        "resumed_at": now() if earlier.search else None,
         "ended_at": None,
         "versions": json.dumps(_versions(), sort_keys=True),
         "git_commit": _git_commit(),
@@ -152,34 +155,37 @@ def search_row(space: Space, search_id: str, store: Store, address: str | None) 
 
 
 def run(space: Space, store: Store, address: str | None = None, name: str | None = None) -> str:
-    """Run (or, when ``name`` names an interrupted search, resume) ``space``; return the search id."""
-    from ray import tune
+    """Run ``space``; when ``name`` names a search the store has, continue it (see ``search.resume``).
 
-    if address is None and "RAY_ADDRESS" not in os.environ:  # a local run reads the dataset from this machine
-        config = TrainConfig.parse(space.base)
-        config.check_paths()
-        if config.dataset == "synthetic":  # generate it once here, with a progress bar, before trials start
-            ensure_synthetic(config.synthetic_spec(), config.synthetic_root)
-    search_id = name or f"{space.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    tune_storage = f"{store.uri}/tune"
-    train_storage = f"{store.uri}/train/{search_id}"
-    max_concurrent = init_ray(address, space)
-    experiment = f"{tune_storage}/{search_id}"
-    if tune.Tuner.can_restore(experiment):
-        log.info("resuming search %s from %s", search_id, experiment)
-        tuner = restore_tuner(space, experiment, train_storage)
-        callback = None
-    else:
-        callback = ResultsCallback(store, search_row(space, search_id, store, address), space.spec.metric, space.spec.mode)
-        tuner = build_tuner(space, tune_storage, train_storage, search_id, [callback], max_concurrent)
-    log.info("search %s: %d trials; results in %s", search_id, space.num_trials, store.uri)
-    try:
-        tuner.fit()
-    except KeyboardInterrupt:
-        if callback is not None:
+    Returns the search id.
+    """
+    search_id = check_search_id(name or f"{space.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    earlier = Earlier.load(store, search_id, space.spec.metric)
+    todo = plan(space, earlier)
+    if earlier.search:
+        log.info(
+            "search %s is in %s: %d trial(s) ended and are kept, %d resume from their checkpoints, %d to run in all",
+            search_id, store.uri, len(todo.ended), len(todo.pins.ids), todo.num_trials,
+        )  # fmt: skip
+    callback = ResultsCallback(store, search_row(space, search_id, store, address, earlier), earlier.trials, todo.pins)
+    if todo.num_trials:
+        if address is None and "RAY_ADDRESS" not in os.environ:  # a local run reads the dataset from this machine
+            config = TrainConfig.parse(space.base)
+            config.check_paths()
+            if config.dataset == "synthetic":  # generate it once here, with a progress bar, before trials start
+                ensure_synthetic(config.synthetic_spec(), config.synthetic_root)
+        max_concurrent = init_ray(address, space)
+        log.info("search %s: %d trials; results in %s", search_id, todo.num_trials, store.uri)
+        tuner = build_tuner(space, store, search_id, [callback], max_concurrent, todo, earlier)
+        try:
+            tuner.fit()
+        except KeyboardInterrupt:
             callback.finish("interrupted")
-        raise
+            raise
+    else:
+        callback.setup()
+        callback.finish("completed")
     print(f"\nsearch {search_id}: trials by {space.spec.metric} ({space.spec.mode})")
     print(show(store, search_id))
-    print(f"\nParquet tables: {store.uri}/{{searches,trials,epochs}}/{search_id}.parquet")
+    print(f"\nParquet tables: {store.uri}/{{searches,trials,epochs}}/search_id={search_id}/")
     return search_id

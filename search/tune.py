@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+from types import SimpleNamespace
 from typing import Any
 
 import optuna
@@ -20,8 +21,11 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
+from results.ledger import EpochWriter
+from results.store import Store
+from search.resume import ENDED, Earlier, Pins, Plan, group_key
 from search.space import Param, Space
-from trainable.loop import train_loop_per_worker
+from trainable.loop import WRITER_KEY, train_loop_per_worker
 
 log = logging.getLogger(__name__)
 
@@ -29,22 +33,25 @@ DRIVER_RESOURCE = "TRAIN_DRIVER"
 DRIVER_SHARE = 0.01
 
 
-def run_trial(config: dict[str, Any], train_storage: str, workers: int, cpus: float, gpus: float) -> None:
-    """One Tune trial: fit a ``TorchTrainer`` on this trial's config; its reports reach Tune.
+def run_trial(
+    config: dict[str, Any], train_storage: str, workers: int, cpus: float, gpus: float, store: Store, search_id: str, pins: Pins
+) -> None:
+    """One Tune trial: fit a ``TorchTrainer`` on this trial's config; its epochs go to the ledger, then to Tune.
 
-    The Train run is named after the trial, so when Tune retries a failed trial the new trainer finds the
-    old run's checkpoint and resumes from it.
+    The Train run is named after the trial's ledger id, so a retried trial, or a trial of a resumed search,
+    finds its earlier run's checkpoint and continues from it.
     """
-    trial_id = tune.get_context().get_trial_id()
+    trial_id = pins.trial_id(config, tune.get_context().get_trial_id())
+    writer = EpochWriter(store, search_id, trial_id, config.get("seed"))
     resources = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=config,
+        train_loop_config={**config, WRITER_KEY: writer},
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=gpus > 0, resources_per_worker=resources),
         run_config=ray.train.RunConfig(
             name=f"train-{trial_id}",
             storage_path=train_storage,
-            callbacks=[TuneReportCallback()],
+            callbacks=[LedgerReport(writer)],
             # Tune retries a failed trial (max_failures of the space). A worker group waiting for resources
             # keeps waiting (Train's default): on a cluster that is the autoscaler at work, and a local
             # instance never starts more trials than fit (search.runner).
@@ -52,6 +59,18 @@ def run_trial(config: dict[str, Any], train_storage: str, workers: int, cpus: fl
         ),
     )
     trainer.fit()
+
+
+class LedgerReport(TuneReportCallback):
+    """Appends each epoch's row to the ledger once its checkpoint is stored, then hands the epoch to Tune."""
+
+    def __init__(self, writer: EpochWriter) -> None:
+        super().__init__()
+        self.writer = writer
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+        self.writer.write(metrics[0], checkpoint.path if checkpoint else None)
+        super().after_report(run_context, metrics, checkpoint)
 
 
 class EpochOptunaSearch(OptunaSearch):
@@ -63,6 +82,9 @@ class EpochOptunaSearch(OptunaSearch):
     before ``max_epoch`` is told as PRUNED: TPE then ranks it below finished trials, by how far it got.
     With several seeds, the trials of one configuration form a group: Optuna sees one trial whose value is
     the mean over seeds, pruned if any seed was stopped.
+
+    A resumed search (``resume``) tells the study every group the ledger holds complete, and proposes each
+    incomplete group again, first, for the seeds it still lacks.
     """
 
     def __init__(self, *args: Any, seeds: list[int], max_epoch: int, **kwargs: Any) -> None:
@@ -75,20 +97,64 @@ class EpochOptunaSearch(OptunaSearch):
         self.outcome: dict[str, str] = {}  # trial id -> completed / stopped / errored
         self.configs: dict[str, dict] = {}  # first trial id -> the configuration Optuna proposed
         self._open: str | None = None
+        self._seeds_left: list[int] = []
+        self._prior: dict[int, dict[int, float]] = {}  # seed -> epochs an unfinished trial of the open group ran
+        self._history: dict[str, list[dict[str, Any]]] = {}  # group key -> the ledger's trials, until applied
+        self._reopen: list[list[dict[str, Any]]] = []  # incomplete groups, in the order they were enqueued
+        self._earlier_curves: dict[str, dict[int, float]] = {}
+
+    def resume(self, earlier: Earlier) -> None:
+        """Take the ledger's trials of this search; applied at the first ``suggest``, once the study exists."""
+        for trial in earlier.trials:
+            self._history.setdefault(group_key(trial), []).append(trial)
+        self._earlier_curves = earlier.curves
+
+    def _apply_history(self) -> None:
+        for members in self._history.values():
+            params = {name: members[0][name] for name in self._space}
+            ended = {t["seed"]: t for t in members if t["status"] in ENDED}
+            if all(seed in ended for seed in self.seeds):
+                group = [ended[seed] for seed in self.seeds]
+                state, value, intermediate = self._verdict(
+                    [self._earlier_curves.get(t["trial_id"], {}) for t in group], [t["status"] for t in group]
+                )
+                self._ot_study.add_trial(optuna.trial.create_trial(
+                    params=params, distributions=self._space, value=value, state=state, intermediate_values=intermediate
+                ))  # fmt: skip
+            else:
+                self._ot_study.enqueue_trial(params)
+                self._reopen.append(members)
+        self._history = {}
 
     def suggest(self, trial_id: str) -> dict | None:
-        group = self.groups.get(self._open) if self._open else None
-        if group is None or len(group) == len(self.seeds):
+        if self._history:
+            self._apply_history()
+        if not self._seeds_left:
             config = super().suggest(trial_id)
             if config is None or config == self.FINISHED:
                 return config
-            self._open, group = trial_id, [trial_id]
-            self.groups[trial_id] = group
+            self._open = trial_id
+            self.groups[trial_id] = []
             self.configs[trial_id] = config
-        else:
-            group.append(trial_id)
-        self.group_of[trial_id] = self._open
-        return {**self.configs[self._open], "seed": self.seeds[len(group) - 1]}
+            self._seeds_left, self._prior = list(self.seeds), {}
+            if self._reopen:  # the study hands out enqueued configurations first, in order
+                for member in self._reopen.pop(0):
+                    curve = self._earlier_curves.get(member["trial_id"], {})
+                    if member["status"] in ENDED and member["seed"] in self._seeds_left:
+                        self._join(member["trial_id"])
+                        self.outcome[member["trial_id"]], self.curves[member["trial_id"]] = member["status"], dict(curve)
+                        self._seeds_left.remove(member["seed"])
+                    elif member["status"] not in ENDED:
+                        self._prior[member["seed"]] = curve
+        seed = self._seeds_left.pop(0)
+        self._join(trial_id)
+        if seed in self._prior:
+            self.curves[trial_id] = dict(self._prior.pop(seed))
+        return {**self.configs[str(self._open)], "seed": seed}
+
+    def _join(self, trial_id: str) -> None:
+        self.groups[str(self._open)].append(trial_id)
+        self.group_of[trial_id] = str(self._open)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if self.metric in result and "epoch" in result:
@@ -103,21 +169,54 @@ class EpochOptunaSearch(OptunaSearch):
         group = self.groups[leader]
         if len(group) < len(self.seeds) or any(t not in self.outcome for t in group):
             return
+        state, value, intermediate = self._verdict([self.curves.get(t, {}) for t in group], [self.outcome[t] for t in group])
         ot_trial = self._ot_trials[leader]
-        curves = [self.curves.get(t, {}) for t in group if self.outcome[t] != "errored"]
-        if not curves:
-            self._ot_study.tell(ot_trial, None, state=optuna.trial.TrialState.FAIL)
-            self._completed_trials.add(leader)
-            return
-        shared = sorted(set.intersection(*(set(c) for c in curves)))
-        for epoch in shared:
-            ot_trial.report(sum(c[epoch] for c in curves) / len(curves), epoch)
-        if any(self.outcome[t] == "stopped" for t in group) or not shared:
-            self._ot_study.tell(ot_trial, None, state=optuna.trial.TrialState.PRUNED)
-        else:
-            final = sum(c[shared[-1]] for c in curves) / len(curves)
-            self._ot_study.tell(ot_trial, final, state=optuna.trial.TrialState.COMPLETE)
+        for epoch, mean in intermediate.items():
+            ot_trial.report(mean, epoch)
+        self._ot_study.tell(ot_trial, value, state=state)
         self._completed_trials.add(leader)
+
+    @staticmethod
+    def _verdict(
+        curves: list[dict[int, float]], outcomes: list[str]
+    ) -> tuple[optuna.trial.TrialState, float | None, dict[int, float]]:
+        """What Optuna is told of a group: its state, its value, the mean over seeds at each shared epoch."""
+        kept = [c for c, o in zip(curves, outcomes) if o != "errored"]
+        if not kept:
+            return optuna.trial.TrialState.FAIL, None, {}
+        shared = sorted(set.intersection(*(set(c) for c in kept)))
+        means = {epoch: sum(c[epoch] for c in kept) / len(kept) for epoch in shared}
+        if "stopped" in outcomes or not shared:
+            return optuna.trial.TrialState.PRUNED, None, means
+        return optuna.trial.TrialState.COMPLETE, means[shared[-1]], means
+
+
+class ResumableASHA(ASHAScheduler):
+    """ASHA that starts from the rungs of a resumed search: the ledger's curves are replayed into them.
+
+    Ended trials are replayed once; a trial resuming mid-run gets its earlier epochs replayed under its new
+    Tune id, so it is not judged again at the rungs it already passed.
+    """
+
+    def __init__(self, *args: Any, history: dict[str, dict[int, float]] | None = None, pins: Pins | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._history = history or {}
+        self._pins = pins or Pins()
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        super().on_trial_add(tune_controller, trial)
+        for trial_id, curve in self._history.items():
+            self._replay(trial_id, curve)
+        self._history = {}
+        prior = self._pins.curves.get(self._pins.trial_id(trial.config, trial.trial_id))
+        if prior:
+            self._replay(trial.trial_id, prior)
+
+    def _replay(self, trial_id: str, curve: dict[int, float]) -> None:
+        bracket = self._brackets[0]
+        for epoch in sorted(curve):
+            if curve[epoch] is not None and not math.isnan(curve[epoch]):
+                bracket.on_result(SimpleNamespace(trial_id=trial_id), epoch, self._metric_op * curve[epoch])
 
 
 def param_space(space: Space) -> dict[str, Any]:
@@ -153,69 +252,75 @@ def _domain(param: Param) -> Any:
     return tune.randint(values[0], values[1] + 1)  # int: both bounds included
 
 
-def searcher(space: Space, max_concurrent: int | None = None) -> EpochOptunaSearch | BasicVariantGenerator:
-    """The grid's own generator, limited to ``max_concurrent`` (Tune ignores ``max_concurrent_trials`` for
-    it), or seeded Optuna, which ``build_tuner`` limits through Tune."""
+def searcher(space: Space, max_concurrent: int | None = None, plan: Plan | None = None, earlier: Earlier | None = None) -> EpochOptunaSearch | BasicVariantGenerator:
+    """The grid's own generator over the points left to run, limited to ``max_concurrent`` (Tune ignores
+    ``max_concurrent_trials`` for it), or seeded Optuna, which ``build_tuner`` limits through Tune."""
     spec = space.spec
     if spec.search.type == "grid":
-        return BasicVariantGenerator(points_to_evaluate=space.grid_points(), max_concurrent=max_concurrent or 0)
+        points = space.grid_points() if plan is None else plan.points
+        return BasicVariantGenerator(points_to_evaluate=points, max_concurrent=max_concurrent or 0)
     sampler = optuna.samplers.TPESampler(seed=spec.search.seed, n_startup_trials=spec.search.startup_trials)
-    return EpochOptunaSearch(
-        metric=spec.metric, mode=spec.mode, sampler=sampler, seeds=spec.seed_list, max_epoch=space.epochs
-    )
+    algo = EpochOptunaSearch(metric=spec.metric, mode=spec.mode, sampler=sampler, seeds=spec.seed_list, max_epoch=space.epochs)
+    if earlier is not None:
+        algo.resume(earlier)
+    return algo
 
 
-def scheduler(space: Space) -> ASHAScheduler | None:
+def scheduler(space: Space, plan: Plan | None = None, earlier: Earlier | None = None) -> ASHAScheduler | None:
     spec = space.spec
     if spec.scheduler.type != "asha":
         return None
-    return ASHAScheduler(
+    history = {} if plan is None or earlier is None else {t["trial_id"]: earlier.curves.get(t["trial_id"], {}) for t in plan.ended}
+    return ResumableASHA(
         time_attr="epoch",  # monotone across retries, unlike training_iteration
         max_t=space.max_t,
         grace_period=spec.scheduler.grace_period,
         reduction_factor=spec.scheduler.reduction_factor,
         brackets=1,
+        history=history,
+        pins=None if plan is None else plan.pins,
     )
 
 
-def trainable(space: Space, train_storage: str) -> Any:
+def trainable(space: Space, train_storage: str, store: Store, search_id: str, pins: Pins) -> Any:
     """The trial function with its resources: a sliver of TRAIN_DRIVER, the CPUs and GPUs go to Train workers."""
     res = space.spec.resources
     fn = tune.with_parameters(
-        run_trial, train_storage=train_storage, workers=res.workers, cpus=res.cpus_per_worker, gpus=res.gpus_per_worker
-    )
+        run_trial, train_storage=train_storage, workers=res.workers, cpus=res.cpus_per_worker, gpus=res.gpus_per_worker,
+        store=store, search_id=search_id, pins=pins,
+    )  # fmt: skip
     return tune.with_resources(fn, {DRIVER_RESOURCE: DRIVER_SHARE})
 
 
 def build_tuner(
-    space: Space, tune_storage: str, train_storage: str, search_id: str, callbacks: list, max_concurrent: int | None
+    space: Space,
+    store: Store,
+    search_id: str,
+    callbacks: list,
+    max_concurrent: int | None,
+    plan: Plan,
+    earlier: Earlier,
 ) -> tune.Tuner:
-    """The experiment; at most ``max_concurrent`` trials run at once (None: as many as Tune starts)."""
+    """The experiment of what ``plan`` leaves to run; at most ``max_concurrent`` trials at once (None: as many
+    as Tune starts). Tune's experiment state goes under ``<store>/tune``, Train's checkpoints under ``<store>/train``."""
     spec = space.spec
-    algo = searcher(space, max_concurrent)
+    algo = searcher(space, max_concurrent, plan, earlier)
     return tune.Tuner(
-        trainable(space, train_storage),
+        trainable(space, f"{store.uri}/train/{search_id}", store, search_id, plan.pins),
         param_space=param_space(space),
         tune_config=tune.TuneConfig(
             metric=spec.metric,
             mode=spec.mode,
             search_alg=algo,
-            scheduler=scheduler(space),
-            num_samples=space.num_trials,
+            scheduler=scheduler(space, plan, earlier),
+            num_samples=plan.num_trials,
             max_concurrent_trials=max_concurrent if isinstance(algo, EpochOptunaSearch) else None,
         ),
         run_config=tune.RunConfig(
             name=search_id,
-            storage_path=tune_storage,
+            storage_path=f"{store.uri}/tune",
             callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             verbose=1,  # the status table, not every result: per-epoch lines come from the workers' logs
         ),
-    )
-
-
-def restore_tuner(space: Space, path: str, train_storage: str) -> tune.Tuner:
-    """Continue an interrupted search: unfinished and errored trials resume from their checkpoints."""
-    return tune.Tuner.restore(
-        path, trainable(space, train_storage), resume_errored=True, param_space=param_space(space)
     )

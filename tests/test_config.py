@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,3 +44,23 @@ def test_method_defaults_decide_the_auxiliary(tmp_path: Path) -> None:
     assert TrainConfig.parse({**base, "method": "cmpl"}).aux_backbone == "resnet3d_18"
     assert TrainConfig.parse({**base, "method": "fixmatch", "aux_backbone": "timesformer_s"}).aux_backbone is None
     assert not TrainConfig.parse({**base, "beta": 0.0}).uses_contrastive
+
+
+def test_validating_a_config_imports_neither_torch_nor_ray() -> None:
+    # `python -m search check` must answer in about a second; torch alone takes several to import.
+    code = (
+        "import sys\nimport search.__main__, search.space, trainable.config\n"
+        "print(sorted(m for m in ('torch', 'ray') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_catalog_matches_the_models_and_methods() -> None:
+    # The torch-free declarations and the implementations name the same things (they also check at import).
+    from trainable import catalog, methods, models
+
+    assert models.available() == sorted(catalog.BACKBONES)
+    assert {name: m.spec for name, m in methods.METHODS.items()} == catalog.METHODS
+    assert methods.get("actnetformer").teachers == methods.get("cmpl").teachers == {"primary": "aux", "aux": "primary"}

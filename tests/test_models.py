@@ -72,3 +72,11 @@ def test_timesformer_uses_the_order_of_frames() -> None:
 def test_unknown_backbone_names_the_allowed_ones() -> None:
     with pytest.raises(ValueError, match="unknown backbone 'resnet3d_34'.*resnet3d_50"):
         models.build("resnet3d_34", 10, 8, 224)
+
+
+def test_only_declared_backbones_can_be_registered() -> None:
+    # trainable.catalog.BACKBONES is what the config accepts; a builder under another name would drift from it.
+    from trainable.models.registry import register
+
+    with pytest.raises(ValueError, match="'resnet3d_34' is not declared in trainable.catalog.BACKBONES"):
+        register("resnet3d_34")(lambda **kwargs: nn.Identity())

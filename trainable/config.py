@@ -1,7 +1,9 @@
 """The training config: one flat, validated set of names shared by the YAML spaces, the loop and the Parquet columns.
 
 Flat on purpose: a Tune parameter, a config field and a result column are then the same string.
-A bad value fails here, before any model is built, with the key and what is allowed.
+A bad value fails here, before any model is built, with the key and what is allowed. Backbone and
+method names come from ``trainable.catalog``, not from the models and methods, so this module (and
+``python -m search check``) imports no torch.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from trainable import methods, models
-from trainable.data.synthetic import SyntheticSpec
+from trainable import catalog
+from trainable.data.synthetic_spec import SyntheticSpec
 
 
 # What ``scale: tiny`` sets, whatever the config says: the synthetic dataset's frame size, short clips,
@@ -34,6 +36,10 @@ TINY_INPUT: dict[str, Any] = {
 }
 
 
+# The method names as a Literal, so a wrong one is listed against every allowed one.
+MethodName = Literal[tuple(catalog.METHODS)]  # type: ignore[valid-type]
+
+
 class ConfigError(ValueError):
     """A config value that is not allowed; the message names the key."""
 
@@ -44,7 +50,7 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # What is trained.
-    method: Literal["supervised", "fixmatch", "cmpl", "actnetformer"] = "actnetformer"
+    method: MethodName = "actnetformer"
     primary_backbone: str = "resnet3d_50"
     aux_backbone: str | None = Field(
         None, description="None: the method's default; always None for methods without an auxiliary"
@@ -154,7 +160,9 @@ class TrainConfig(BaseModel):
     @classmethod
     def _resolve_aux(cls, values: Any) -> Any:
         # A method without an auxiliary records none; one with an auxiliary gets its default (SPEC §1.4).
-        method = methods.METHODS.get(values.get("method", "actnetformer")) if isinstance(values, dict) else None
+        if not isinstance(values, dict):
+            return values
+        method = catalog.METHODS.get(values.get("method", cls.model_fields["method"].default))
         if method is None:
             return values
         aux = (values.get("aux_backbone") or method.default_aux) if "aux" in method.models else None
@@ -162,7 +170,7 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
-        allowed = models.available()
+        allowed = sorted(catalog.BACKBONES)  # as trainable.models.available() lists them
         for key in ("primary_backbone", "aux_backbone"):
             name = getattr(self, key)
             if name is not None and name not in allowed:
@@ -183,7 +191,7 @@ class TrainConfig(BaseModel):
     @property
     def uses_contrastive(self) -> bool:
         """Projection heads exist and ``L_ca`` is computed only then (beta = 0 is the no-contrastive row)."""
-        return methods.get(self.method).contrastive and self.beta > 0
+        return catalog.METHODS[self.method].contrastive and self.beta > 0
 
     def optimizer_of(self, role: str) -> tuple[str, float, float]:
         """Optimizer kind, learning rate and weight decay of the model in ``role`` (``primary`` or ``aux``)."""

@@ -37,10 +37,16 @@ from trainable.session import LocalSession, RaySession, Session
 log = logging.getLogger(__name__)
 
 
+# The config key under which a Tune trial passes its ledger writer (``results.ledger.EpochWriter``).
+WRITER_KEY = "_epoch_writer"
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Entry point for ``ray.train.torch.TorchTrainer(train_loop_per_worker=...)``."""
     logs.setup()
-    run(TrainConfig.parse(config), RaySession())
+    config = dict(config)
+    writer = config.pop(WRITER_KEY, None)
+    run(TrainConfig.parse(config), RaySession(writer))
 
 
 def load_index(cfg: TrainConfig, progress: bool = True) -> DatasetIndex:
@@ -275,6 +281,7 @@ def run(cfg: TrainConfig, session: Session) -> None:
                 "optimizers": optimizers.state_dict(),
                 "split_hash": data.split.split_hash,
                 "config": cfg.model_dump(),
+                "metrics": metrics,  # the epoch's row, appended again if a run resumes from here
             }
         session.report(metrics, checkpoint)
 

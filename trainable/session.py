@@ -39,14 +39,25 @@ class Session(Protocol):
         ...
 
 
-class RaySession:
-    """A Ray Train worker of a ``TorchTrainer`` (the process group is already set up by Ray)."""
+class EpochSink(Protocol):
+    def write(self, metrics: dict[str, Any], checkpoint_path: str | None) -> None: ...
 
-    def __init__(self) -> None:
+
+class RaySession:
+    """A Ray Train worker of a ``TorchTrainer`` (the process group is already set up by Ray).
+
+    ``writer`` is the trial's ledger writer: rank 0 appends the row of the checkpoint it resumes from again,
+    in case the run that stored the checkpoint ended before appending its row (``results.ledger``).
+    """
+
+    def __init__(self, writer: EpochSink | None = None) -> None:
         import ray.train
         import ray.train.torch
+        import ray.util
 
         self._train = ray.train
+        self._node_ip = ray.util.get_node_ip_address()
+        self.writer = writer
         context = ray.train.get_context()
         self.rank = context.get_world_rank()
         self.world_size = context.get_world_size()
@@ -62,9 +73,13 @@ class RaySession:
         if checkpoint is None:
             return None
         with checkpoint.as_directory() as folder:
-            return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
+            state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
+        if self.writer is not None and self.rank == 0 and "metrics" in state:
+            self.writer.write(state["metrics"], checkpoint.path)
+        return state
 
     def report(self, metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+        metrics = {**metrics, "node_ip": self._node_ip}
         if state is None:
             self._train.report(metrics)
             return

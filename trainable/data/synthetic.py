@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import colorsys
 import fcntl
-import hashlib
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -26,30 +25,9 @@ import av
 import numpy as np
 from tqdm import tqdm
 
-FORMAT_VERSION = 1
+from trainable.data.synthetic_spec import FORMAT_VERSION, SyntheticSpec  # noqa: F401  (public here too)
+
 META = "synthetic.json"
-
-
-@dataclass(frozen=True)
-class SyntheticSpec:
-    """Everything that determines the generated files; its hash names the default cache folder."""
-
-    classes: int = 10
-    train_per_class: int = 60
-    test_per_class: int = 20
-    frames: int = 32
-    size: int = 32
-    fps: int = 16
-    noise: float = 0.04
-    distractors: int = 1
-    # Probability that a video takes its class's scene (background colour and object hue) instead of a
-    # random one. 0: appearance says nothing about the class; 1: appearance alone tells the class.
-    scene_bias: float = 0.0
-    seed: int = 0
-
-    def key(self) -> str:
-        payload = json.dumps({"version": FORMAT_VERSION, **asdict(self)}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
 # A motion maps normalised time t in [0, 1] (one entry per frame) to centre x, y (fractions of the frame),
@@ -221,7 +199,7 @@ def _write(root: Path, spec: SyntheticSpec, progress: bool) -> None:
     (root / "classInd.txt").write_bytes("".join(f"{i + 1} {n}\r\n" for i, n in enumerate(classes)).encode())
     (root / "trainlist01.txt").write_bytes("".join(f"{line}\r\n" for line in lists["train"]).encode())
     (root / "testlist01.txt").write_bytes("".join(f"{line}\r\n" for line in lists["test"]).encode())
-    (root / META).write_text(json.dumps({"version": FORMAT_VERSION, **asdict(spec)}, indent=2))
+    (root / META).write_text(json.dumps(spec.meta(), indent=2))
 
 
 def default_root(spec: SyntheticSpec) -> Path:
@@ -247,7 +225,7 @@ def ensure_synthetic(spec: SyntheticSpec, root: str | os.PathLike[str] | None = 
         meta = root / META
         if meta.exists():
             found = json.loads(meta.read_text())
-            wanted = {"version": FORMAT_VERSION, **asdict(spec)}
+            wanted = spec.meta()
             if found != wanted:
                 diff = {k: (found.get(k), v) for k, v in wanted.items() if found.get(k) != v}
                 raise ValueError(f"{root} holds a synthetic dataset of another spec (found, wanted): {diff}")

@@ -1,5 +1,6 @@
-"""Methods by name; each declares its structure, ``base.Method`` composes the step."""
+"""Methods by name; each is declared in ``trainable.catalog``, ``base.Method`` composes the step."""
 
+from trainable import catalog
 from trainable.methods.actnetformer import ActNetFormer
 from trainable.methods.base import Method, Net, StepLosses, Weights
 from trainable.methods.cmpl import CMPL
@@ -7,9 +8,13 @@ from trainable.methods.fixmatch import FixMatch
 from trainable.methods.supervised import Supervised
 
 METHODS: dict[str, type[Method]] = {m.name: m for m in (Supervised, FixMatch, CMPL, ActNetFormer)}
+# A method the config accepts but no class implements would fail only when a trial starts.
+if list(METHODS) != list(catalog.METHODS):
+    raise ImportError(f"trainable.methods implements {list(METHODS)} but trainable.catalog declares {list(catalog.METHODS)}")
 
 
 def get(name: str) -> Method:
+    """A fresh instance of method ``name``; the error lists the allowed names."""
     try:
         return METHODS[name]()
     except KeyError:

@@ -4,10 +4,9 @@ The pseudo-labelling is CMPL's structure; what differs is the pairing (a CNN and
 the config) and the contrastive term. With beta = 0 it is the paper's "without contrastive" row.
 """
 
+from trainable import catalog
 from trainable.methods.cmpl import CMPL
 
 
-class ActNetFormer(CMPL):
-    name = "actnetformer"
-    contrastive = True
-    default_aux = "timesformer_s"
+class ActNetFormer(CMPL, spec=catalog.ACTNETFORMER):
+    pass

@@ -1,18 +1,20 @@
 """What a method is: which models it trains, who pseudo-labels whom, and whether models are contrasted.
 
 Every method's step runs the same forward pass and composes its losses from the same pieces in
-``trainable.losses``; a method only declares its structure (SPEC §1.4: the rows of the paper's Table 1).
+``trainable.losses``; a method's structure (SPEC §1.4: the rows of the paper's Table 1) is declared in
+``trainable.catalog``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable, ClassVar
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, ClassVar, Mapping
 
 import torch
 from torch import nn
 
 from trainable import losses
+from trainable.catalog import MethodSpec
 
 @dataclass(frozen=True)
 class Weights:
@@ -61,16 +63,26 @@ class Net(nn.Module):
 
 
 class Method:
-    """Base of every method; subclasses set the class attributes below and nothing else."""
+    """Base of every method; a subclass names its declaration, ``class CMPL(Method, spec=catalog.CMPL)``.
 
+    The structure lives in ``trainable.catalog`` so that validating a config needs no torch; it is copied
+    onto the class here (``name``, ``models``, ``teachers``, ``contrastive``, ``default_aux``, see
+    ``MethodSpec``) so the step reads it as plain attributes and nothing is declared twice.
+    """
+
+    spec: ClassVar[MethodSpec]
     name: ClassVar[str]
-    # Models trained, "primary" first; only the primary is used at test time.
-    models: ClassVar[tuple[str, ...]] = ("primary",)
-    # student -> teacher: the teacher's weak-view predictions pseudo-label the student's strong view.
-    teachers: ClassVar[dict[str, str]] = {}
-    contrastive: ClassVar[bool] = False
-    # The auxiliary backbone when the config names none.
-    default_aux: ClassVar[str | None] = None
+    models: ClassVar[tuple[str, ...]]
+    teachers: ClassVar[Mapping[str, str]]
+    contrastive: ClassVar[bool]
+    default_aux: ClassVar[str | None]
+
+    def __init_subclass__(cls, spec: MethodSpec | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if spec is not None:  # without one, a subclass keeps its parent's
+            cls.spec = spec
+            for f in fields(spec):
+                setattr(cls, f.name, getattr(spec, f.name))
 
     @property
     def uses_unlabeled(self) -> bool:

@@ -1,7 +1,8 @@
 """Supervised only: the primary on the labeled clips (the paper's Table S1 rows)."""
 
+from trainable import catalog
 from trainable.methods.base import Method
 
 
-class Supervised(Method):
-    name = "supervised"
+class Supervised(Method, spec=catalog.SUPERVISED):
+    pass

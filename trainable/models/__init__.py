@@ -2,6 +2,8 @@
 
 from trainable.models import resnet3d, timesformer  # noqa: F401  (registers the builders)
 from trainable.models.heads import ProjectionHead
-from trainable.models.registry import VideoClassifier, available, build
+from trainable.models.registry import VideoClassifier, available, build, check_complete
+
+check_complete()  # every name in trainable.catalog.BACKBONES is now buildable
 
 __all__ = ["ProjectionHead", "VideoClassifier", "available", "build"]

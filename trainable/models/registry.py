@@ -7,6 +7,8 @@ from typing import Callable, Protocol
 import torch
 from torch import nn
 
+from trainable.catalog import BACKBONES
+
 
 class VideoClassifier(Protocol):
     """The surface every backbone has (timm's convention), so methods never special-case a family.
@@ -41,10 +43,23 @@ def register(name: str) -> Callable[[Builder], Builder]:
     def wrap(fn: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"backbone {name!r} registered twice")
+        if name not in BACKBONES:  # the config would refuse it: declare it in trainable.catalog
+            raise ValueError(f"backbone {name!r} is not declared in trainable.catalog.BACKBONES")
         _REGISTRY[name] = fn
         return fn
 
     return wrap
+
+
+def check_complete() -> None:
+    """Fail unless every backbone declared in ``trainable.catalog`` has a builder.
+
+    Config validation reads the declared names without importing torch, so a declared name without a
+    builder would otherwise pass ``search check`` and fail only when a trial builds it.
+    """
+    missing = [name for name in BACKBONES if name not in _REGISTRY]
+    if missing:
+        raise ImportError(f"backbones declared in trainable.catalog but never registered: {', '.join(missing)}")
 
 
 def available() -> list[str]:

@@ -1,0 +1,156 @@
+"""The store's ledger read as the three tables users query, through DuckDB over the Parquet files themselves.
+
+The ledger holds every row ever written (``results.store``); the tables keep the latest row per key and
+derive each trial's summary from its epochs, so a summary can never disagree with the epochs table and
+nothing needs rewriting when an epoch arrives:
+
+- ``epochs``: one row per (search, trial, epoch), the latest attempt's;
+- ``trials``: the latest event of each trial (its config, status, wall time), plus ``epochs_run``,
+  ``final_<m>`` (the last epoch's value of every metric), ``best_<m>`` (of top1, top5, aux_top1, loss and
+  the search's own metric) and ``best_epoch`` (the first epoch with the best value of the search's metric);
+- ``searches``: the latest row of each search, with ``num_trials`` counted from ``trials``.
+
+DuckDB reads only the files of the search asked for (its hive partition), and only the columns a query uses.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, TypeVar
+
+import duckdb
+import pyarrow as pa
+
+from results.store import KEYS, ORDER, PARTITION, TABLES, Store
+from trainable.metrics import METRICS
+
+# The trial summary's best values: higher is better for accuracies, lower for losses.
+BEST = {"top1": "max", "top5": "max", "aux_top1": "max", "loss": "min"}
+# Metrics whose last value is a trial's final_<m> (the epoch itself is epochs_run).
+FINAL = tuple(m for m in METRICS if m != "epoch")
+
+T = TypeVar("T")
+
+
+def _files(store: Store, table: str, search_id: str | None, files: list[str] | None) -> str | None:
+    """The SQL list of files to scan: the given ones, or a glob over the search's partition (or all)."""
+    if files is None:
+        if not store.parts(table, search_id):
+            return None
+        pattern = f"{store.uri}/{table}/{PARTITION}={search_id}/*.parquet" if search_id else f"{store.uri}/{table}/*/*.parquet"
+        return _literal(pattern)
+    return "[" + ", ".join(_literal(f) for f in files) + "]" if files else None
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _latest(con: duckdb.DuckDBPyConnection, view: str, table: str, source: str | None) -> list[str]:
+    """Create ``view``: the latest row per key of ``table``; return its columns (empty when nothing is written)."""
+    if source is None:
+        keys = ", ".join(f"NULL::{'BIGINT' if k == 'epoch' else 'VARCHAR'} AS {k}" for k in KEYS[table])
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT {keys}, NULL::BIGINT AS {ORDER} WHERE false")
+    else:
+        keys = ", ".join(KEYS[table])
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT {PARTITION}, * EXCLUDE ({PARTITION}) FROM read_parquet({source}, hive_partitioning = true, "
+            f"union_by_name = true, hive_types = {{'{PARTITION}': VARCHAR}}) "
+            f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {ORDER} DESC) = 1"
+        )
+    return [row[0] for row in con.execute(f"DESCRIBE {view}").fetchall()]
+
+
+def connect(store: Store, search_id: str | None = None, files: dict[str, list[str]] | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection whose views ``searches``, ``trials``, ``epochs`` are the store's tables.
+
+    ``search_id`` limits every view to that search's files; ``files`` (per table) to exactly those files
+    (compaction reads a fixed set of parts). The internal ``_<table>`` views keep ``ledger_ns``.
+    """
+    con = duckdb.connect()
+    sources = {t: _files(store, t, search_id, None if files is None else files.get(t, [])) for t in TABLES}
+    _latest(con, "_searches_latest", "searches", sources["searches"])
+    epoch_columns = _latest(con, "_epochs", "epochs", sources["epochs"])
+    event_columns = _latest(con, "_trial_events", "trials", sources["trials"])
+
+    goals = dict(BEST)
+    if "metric" in [r[0] for r in con.execute("DESCRIBE _searches_latest").fetchall()]:
+        for metric, mode in con.execute("SELECT DISTINCT metric, mode FROM _searches_latest WHERE metric IS NOT NULL").fetchall():
+            goals.setdefault(metric, mode)
+    goals = {m: mode for m, mode in goals.items() if m in epoch_columns}
+    derived = ["epochs_run", *(f"final_{m}" for m in FINAL), *(f"best_{m}" for m in goals), "best_epoch"]
+    summary = ["max(e.epoch) AS epochs_run"]
+    summary += [f"arg_max(e.{_ident(m)}, e.epoch) AS {_ident('final_' + m)}" for m in FINAL if m in epoch_columns]
+    summary += [
+        f"{mode}(e.{_ident(m)}) FILTER (WHERE NOT isnan(e.{_ident(m)}::DOUBLE)) AS {_ident('best_' + m)}"
+        for m, mode in goals.items()
+    ]
+    # The first epoch with the best value of the search's own metric: ties go to the earlier epoch.
+    pick = " ".join(
+        f"WHEN s.metric = {_literal(m)} THEN (CASE WHEN s.mode = 'max' THEN e.{_ident(m)} ELSE -e.{_ident(m)} END)"
+        for m in goals
+    )
+    metric_value = f"CASE {pick} END" if pick else "NULL::DOUBLE"
+    summary.append(f"arg_max(e.epoch, ({metric_value}, -e.epoch)) FILTER (WHERE NOT isnan(({metric_value})::DOUBLE)) AS best_epoch")
+    keep = [c for c in event_columns if c not in derived]
+    con.execute(
+        f"""CREATE OR REPLACE TEMP VIEW _trials AS
+        WITH summary AS (
+            SELECT e.search_id, e.trial_id, {", ".join(summary)}
+            FROM _epochs e LEFT JOIN _searches_latest s USING (search_id)
+            GROUP BY e.search_id, e.trial_id
+        )
+        SELECT {", ".join("t." + _ident(c) for c in keep)}, summary.* EXCLUDE (search_id, trial_id)
+        FROM _trial_events t LEFT JOIN summary USING (search_id, trial_id)"""
+    )
+    con.execute(
+        f"""CREATE OR REPLACE TEMP VIEW _searches AS
+        SELECT s.* EXCLUDE (num_trials), (SELECT count(*) FROM _trials t WHERE t.search_id = s.search_id) AS num_trials
+        FROM _searches_latest s"""
+        if "num_trials" in [r[0] for r in con.execute("DESCRIBE _searches_latest").fetchall()]
+        else "CREATE OR REPLACE TEMP VIEW _searches AS SELECT * FROM _searches_latest"
+    )
+    for table in TABLES:
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {table} AS SELECT * EXCLUDE ({ORDER}) FROM _{table}")
+    return con
+
+
+def retrying(fn: Callable[[], T], attempts: int = 5) -> T:
+    """Run a read; a part deleted by a compaction between DuckDB's listing and its read is read again."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except duckdb.IOException:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def read(store: Store, table: str, search_id: str | None = None) -> pa.Table:
+    """One table (latest rows, summaries derived) as Arrow: for code that wants the rows, not SQL."""
+    return retrying(lambda: connect(store, search_id).sql(f"SELECT * FROM {table}").to_arrow_table())
+
+
+def compact(store: Store, search_id: str) -> dict[str, int]:
+    """Merge the search's parts into one file per table; return the rows each table keeps.
+
+    Reads exactly the parts listed at the start, so parts written meanwhile stay and still win.
+    """
+    parts = {t: store.parts(t, search_id) for t in TABLES}
+    con = connect(store, files=parts)
+    merged = {table: con.sql(f"SELECT * FROM _{table}").to_arrow_table() for table in TABLES}
+    for table in TABLES:  # every table is read before any part is deleted: the views read across tables
+        if parts[table] and parts[table] != [p for p in parts[table] if p.endswith("-merged.parquet")][:1]:
+            store.replace_parts(table, search_id, merged[table], parts[table])
+    return {table: merged[table].num_rows for table in TABLES}
+
+
+def rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> tuple[list[str], list[tuple]]:
+    """Column names and rows of a query."""
+    result = con.execute(sql, params or [])
+    return [d[0] for d in result.description], result.fetchall()
