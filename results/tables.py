@@ -50,16 +50,26 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _latest(con: duckdb.DuckDBPyConnection, view: str, table: str, source: str | None) -> list[str]:
-    """Create ``view``: the latest row per key of ``table``; return its columns (empty when nothing is written)."""
+def _latest(con: duckdb.DuckDBPyConnection, view: str, table: str, source: str | None, materialize: bool) -> list[str]:
+    """Create ``view``: the latest row per key of ``table``; return its columns (empty when nothing is written).
+
+    ``materialize`` reads the files once into a temporary table, for callers that scan a table several times
+    (the trials view reads the epochs twice): a search's thousands of small parts are opened only once.
+    """
     if source is None:
         keys = ", ".join(f"NULL::{'BIGINT' if k == 'epoch' else 'VARCHAR'} AS {k}" for k in KEYS[table])
         con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT {keys}, NULL::BIGINT AS {ORDER} WHERE false")
     else:
+        scan = (
+            f"SELECT {PARTITION}, * EXCLUDE ({PARTITION}) FROM read_parquet({source}, hive_partitioning = true, "
+            f"union_by_name = true, hive_types = {{'{PARTITION}': VARCHAR}})"
+        )
+        if materialize:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {view}_rows AS {scan}")
+            scan = f"SELECT * FROM {view}_rows"
         keys = ", ".join(KEYS[table])
         con.execute(
-            f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT {PARTITION}, * EXCLUDE ({PARTITION}) FROM read_parquet({source}, hive_partitioning = true, "
-            f"union_by_name = true, hive_types = {{'{PARTITION}': VARCHAR}}) "
+            f"CREATE OR REPLACE TEMP VIEW {view} AS {scan} "
             f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {ORDER} DESC) = 1"
         )
     return [row[0] for row in con.execute(f"DESCRIBE {view}").fetchall()]
@@ -68,14 +78,16 @@ def _latest(con: duckdb.DuckDBPyConnection, view: str, table: str, source: str |
 def connect(store: Store, search_id: str | None = None, files: dict[str, list[str]] | None = None) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection whose views ``searches``, ``trials``, ``epochs`` are the store's tables.
 
-    ``search_id`` limits every view to that search's files; ``files`` (per table) to exactly those files
-    (compaction reads a fixed set of parts). The internal ``_<table>`` views keep ``ledger_ns``.
+    ``search_id`` limits every view to that search's files; ``files`` (per table) to exactly those files,
+    read once into memory (compaction reads a fixed set of parts). The internal ``_<table>`` views keep
+    ``ledger_ns``.
     """
     con = duckdb.connect()
     sources = {t: _files(store, t, search_id, None if files is None else files.get(t, [])) for t in TABLES}
-    _latest(con, "_searches_latest", "searches", sources["searches"])
-    epoch_columns = _latest(con, "_epochs", "epochs", sources["epochs"])
-    event_columns = _latest(con, "_trial_events", "trials", sources["trials"])
+    materialize = files is not None
+    _latest(con, "_searches_latest", "searches", sources["searches"], materialize)
+    epoch_columns = _latest(con, "_epochs", "epochs", sources["epochs"], materialize)
+    event_columns = _latest(con, "_trial_events", "trials", sources["trials"], materialize)
 
     goals = dict(BEST)
     if "metric" in [r[0] for r in con.execute("DESCRIBE _searches_latest").fetchall()]:

@@ -2,81 +2,29 @@
 
 from __future__ import annotations
 
-import json
 import os
-import socket
+import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from search.tune import DRIVER_RESOURCE
-
-from test_search import ROOT, tiny_space
-
-RAY = str(Path(sys.executable).with_name("ray"))
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def get_json(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.loads(response.read())
-
+from processes import ENV, RAY, ROOT, get_json, kill_tree, start_head
+from test_search import tiny_space
 
 @pytest.fixture
 def head(tmp_path: Path):
-    """``ray start --head --block`` as a child process; terminating it stops exactly the processes it started.
+    """``ray start --head --block`` as a child process, ended with the processes it started (by their pids).
 
     Every port is chosen free, so this head does not collide with the test session's own Ray instance.
     """
-    gcs, dashboard, agent, agent_grpc, runtime_env, metrics, client, node, objects = free_ports(9)
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
-    process = subprocess.Popen(
-        [
-            RAY, "start", "--head", "--block", "--disable-usage-stats",
-            "--node-ip-address", "127.0.0.1", "--port", str(gcs),
-            "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
-            "--dashboard-agent-listen-port", str(agent), "--dashboard-agent-grpc-port", str(agent_grpc),
-            "--runtime-env-agent-port", str(runtime_env), "--metrics-export-port", str(metrics),
-            "--ray-client-server-port", str(client), "--node-manager-port", str(node), "--object-manager-port", str(objects),
-            "--num-cpus", "2", "--resources", json.dumps({DRIVER_RESOURCE: 100}),
-        ],
-        env=env,
-        stdout=open(tmp_path / "head.log", "w"),
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{dashboard}"
+    process, address = start_head(tmp_path / "head.log")
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                get_json(f"{url}/api/version")
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the head did not start:\n" + (tmp_path / "head.log").read_text()[-3000:]) from None
-                time.sleep(1)
-        yield url, env
+        yield address["dashboard"], {**os.environ, **ENV}
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        kill_tree(process, signal.SIGTERM)
 
 
 def test_ray_job_submit_runs_a_search(head: tuple[str, dict], tiny_dataset: Path, tmp_path: Path) -> None:
