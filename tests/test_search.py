@@ -184,3 +184,74 @@ def test_processes_of_the_local_instance_reach_its_own_state_api(ray_local: str)
     address, nodes = ray.get(seen_from_a_worker.remote(), timeout=120)
     assert address == ray_local
     assert nodes == [ray.get_runtime_context().get_node_id()]
+
+
+def test_resumed_optuna_search_keeps_its_history_and_reruns_only_missing_seeds(tmp_path: Path) -> None:
+    """The ledger says: configuration A ran on both seeds (told to the study as one COMPLETE trial, value the
+    mean), B ended on seed 0 and was running on seed 1. The first proposal is B again, for seed 1 only."""
+    import optuna
+
+    from search.resume import Earlier
+
+    fields = {
+        "name": "o", "space": {"threshold": {"uniform": [0.5, 0.95]}}, "seeds": [0, 1], "num_samples": 4,
+        "search": {"type": "optuna", "seed": 3, "startup_trials": 2}, "metric": "top1", "base": {"epochs": 2},
+    }  # fmt: skip
+    space = load(write_space(tmp_path / "o.yaml", **fields))
+
+    def row(trial_id: str, threshold: float, seed: int, status: str) -> dict:
+        return {**space.base, "trial_id": trial_id, "threshold": threshold, "seed": seed, "status": status}
+
+    earlier = Earlier(
+        search={"search_id": "o"},
+        trials=[row("a0", 0.6, 0, "completed"), row("a1", 0.6, 1, "completed"), row("b0", 0.9, 0, "completed"), row("b1", 0.9, 1, "running")],
+        curves={"a0": {1: 10.0, 2: 20.0}, "a1": {1: 30.0, 2: 40.0}, "b0": {1: 5.0, 2: 7.0}, "b1": {1: 6.0}},
+    )
+    algo = searcher(space, earlier=earlier)
+    algo.set_search_properties(space.spec.metric, space.spec.mode, param_space(space))
+    first = algo.suggest("t0")
+    assert (first["threshold"], first["seed"]) == (0.9, 1)
+    assert algo.curves["t0"] == {1: 6.0}  # the unfinished seed's epochs so far, for the group's mean
+    told = [t for t in algo._ot_study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert [(t.params["threshold"], t.value, t.intermediate_values) for t in told] == [(0.6, 30.0, {1: 20.0, 2: 30.0})]
+    algo.on_trial_result("t0", {"top1": 9.0, "epoch": 2})
+    algo.on_trial_complete("t0", {"top1": 9.0, "epoch": 2})  # B's group is whole again: told as mean of 7 and 9
+    b = [t for t in algo._ot_study.trials if t.params["threshold"] == 0.9]
+    assert [(t.state, t.value) for t in b] == [(optuna.trial.TrialState.COMPLETE, 8.0)]
+    second = algo.suggest("t1")
+    assert second["seed"] == 0 and second["threshold"] not in (0.6, 0.9)
+
+
+def test_resumed_asha_starts_from_the_rungs_of_ended_trials(tmp_path: Path) -> None:
+    """Two ended trials reached 50 and 60 at epoch 1: a new trial reporting 10 at epoch 1 is stopped at once,
+    as in the uninterrupted search; a trial resuming after epoch 1 has its epoch 1 in the rung already, so
+    its next report is judged at the next rung."""
+    from types import SimpleNamespace
+
+    from search.resume import Earlier, Pins, config_key, plan
+    from search.tune import scheduler
+
+    space = load(tiny_space(tmp_path, tmp_path, base=tiny_config(tmp_path, epochs=4),
+                            scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2}))  # fmt: skip
+    base = {**space.base, "seed": 0}
+    resumed = {**base, "threshold": 1.0}
+    earlier = Earlier(
+        search={"search_id": "s"},
+        trials=[{**base, "trial_id": "a", "threshold": 0.0, "status": "completed"},
+                {**base, "trial_id": "b", "threshold": 0.0, "seed": 1, "status": "stopped"},
+                {**resumed, "trial_id": "c", "status": "running"}],
+        curves={"a": {1: 50.0, 2: 55.0}, "b": {1: 60.0}, "c": {1: 5.0}},
+    )  # fmt: skip
+    todo = plan(space, earlier)
+    assert [(p["threshold"], p["seed"]) for p in todo.points] == [(1.0, 0), (1.0, 1)]
+    assert todo.pins == Pins({config_key(resumed): "c"}, {"c": {1: 5.0}})
+    asha = scheduler(space, todo, earlier)
+    asha.set_search_properties("top1", "max")
+    new = SimpleNamespace(trial_id="t1", config={**base, "threshold": 1.0, "seed": 1})
+    again = SimpleNamespace(trial_id="t2", config=resumed)
+    asha.on_trial_add(None, new)
+    asha.on_trial_add(None, again)
+    assert asha.on_trial_result(None, new, {"epoch": 1, "top1": 10.0}) == "STOP"
+    rungs = dict(asha._brackets[0]._rungs)
+    assert rungs[1] == {"a": 50.0, "b": 60.0, "t2": 5.0, "t1": 10.0} and rungs[2] == {"a": 55.0}
+    assert asha.on_trial_result(None, again, {"epoch": 2, "top1": 70.0}) == "CONTINUE"
