@@ -48,6 +48,14 @@ class ResultsCallback(Callback):
         self._append("searches", self.search)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        trial_id = self._row(trial)
+        self.rows[trial_id]["status"] = "running"
+        # Wall time counts every attempt of a trial: start the clock at what earlier attempts used.
+        self._started[trial_id] = time.monotonic() - self.rows[trial_id]["wall_s"]
+        self._append("trials", self.rows[trial_id])
+
+    def _row(self, trial: Any) -> str:
+        """The trial's ledger id, its row made on first sight (a trial can fail before it ever starts)."""
         trial_id = self.ids.setdefault(trial.trial_id, self.pins.trial_id(trial.config, trial.trial_id))
         row = self.rows.get(trial_id)
         if row is None:
@@ -60,17 +68,15 @@ class ResultsCallback(Callback):
                 "wall_s": before.get("wall_s") or 0.0,
                 "started_at": before.get("started_at") or now(),
                 "ended_at": None,
+                "status": "pending",
             }
             self.rows[trial_id] = row
             self.epochs[trial_id] = int(before.get("epochs_run") or 0)
-        row["status"] = "running"
-        # Wall time counts every attempt of a trial: start the clock at what earlier attempts used.
-        self._started[trial_id] = time.monotonic() - row["wall_s"]
-        self._append("trials", row)
+        return trial_id
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
         if "epoch" in result:
-            self.epochs[self.ids[trial.trial_id]] = int(result["epoch"])
+            self.epochs[self._row(trial)] = int(result["epoch"])
             self._reports += 1
             if self._reports % COMPACT_EVERY == 0 and not (self._compacting and self._compacting.is_alive()):
                 # In the background: Tune's loop goes on; parts written meanwhile are left for the next time.
@@ -78,13 +84,13 @@ class ResultsCallback(Callback):
                 self._compacting.start()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        trial_id = self.ids[trial.trial_id]
+        trial_id = self._row(trial)
         row, epochs_run = self.rows[trial_id], self.epochs[trial_id]
         finished = epochs_run >= row["epochs"]
         self._end(trial_id, "completed" if finished else "stopped", stopped_at_epoch=None if finished else epochs_run)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._end(self.ids[trial.trial_id], "errored", error=_error_text(trial))
+        self._end(self._row(trial), "errored", error=_error_text(trial))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self.finish("completed")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from results.store import DEFAULT_STORE, Store
+from results.store import DEFAULT_STORE, Store, StoreError
 from search.space import SpaceError, describe, load, parse_overrides
 from trainable import logs
 
@@ -47,7 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     from search.runner import run
 
     print(describe(space), flush=True)
-    run(space, Store(args.store), address=args.address, name=args.name)
+    try:
+        run(space, Store(args.store), address=args.address, name=args.name)
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

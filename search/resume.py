@@ -87,10 +87,6 @@ class Plan:
     points: list[dict[str, Any]] | None = None  # grid: the points left to run
     num_trials: int = 0  # trials Tune still starts
 
-    @property
-    def resumed(self) -> bool:
-        return bool(self.ended or self.pins.ids)
-
 
 def plan(space: Space, earlier: Earlier) -> Plan:
     """Match the ledger's trials to the space's configurations; see the module's docstring."""

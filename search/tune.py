@@ -62,14 +62,19 @@ def run_trial(
 
 
 class LedgerReport(TuneReportCallback):
-    """Appends each epoch's row to the ledger once its checkpoint is stored, then hands the epoch to Tune."""
+    """Appends each epoch's row to the ledger once its checkpoint is stored, then hands the epoch to Tune.
+
+    Every epoch the loop trains ends in a report with a checkpoint; the one report without (a run restored
+    after its last epoch) repeats a row that ``RaySession.restore`` has appended again already.
+    """
 
     def __init__(self, writer: EpochWriter) -> None:
         super().__init__()
         self.writer = writer
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
-        self.writer.write(metrics[0], checkpoint.path if checkpoint else None)
+        if checkpoint is not None:  # a report without one repeats a restored epoch, whose row is written already
+            self.writer.write(metrics[0], checkpoint.path)
         super().after_report(run_context, metrics, checkpoint)
 
 

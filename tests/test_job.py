@@ -38,7 +38,7 @@ def test_ray_job_submit_runs_a_search(head: tuple[str, dict], tiny_dataset: Path
         ],
         env=env, capture_output=True, text=True, timeout=600,
     )
-    assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
+    assert submit.returncode == 0, submit.stdout[-12000:] + submit.stderr[-3000:]
     assert "search job-search: trials by top1" in submit.stdout  # the job's own output, streamed back
 
     jobs = get_json(f"{url}/api/jobs/")

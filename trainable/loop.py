@@ -250,6 +250,10 @@ def run(cfg: TrainConfig, session: Session) -> None:
                 len(data.index.missing), ", ".join(data.index.missing[:3]),
             )
 
+    if start > cfg.epochs and state is not None and "metrics" in state:
+        # Restored after its last epoch (a search killed before it recorded the trial's end): report that
+        # epoch again, without a checkpoint, so the scheduler learns how the run ended.
+        session.report(state["metrics"], None)
     for epoch in range(start, cfg.epochs + 1):
         started = time.perf_counter()
         _seed(cfg, epoch, session.rank)

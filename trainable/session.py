@@ -114,7 +114,8 @@ class LocalSession:
         return self.state
 
     def report(self, metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
-        self.state = state
+        if state is not None:
+            self.state = state
         self.on_report(metrics)
 
     def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
