@@ -90,23 +90,27 @@ def connect(store: Store, search_id: str | None = None, files: dict[str, list[st
     event_columns = _latest(con, "_trial_events", "trials", sources["trials"], materialize)
 
     goals = dict(BEST)
-    if "metric" in [r[0] for r in con.execute("DESCRIBE _searches_latest").fetchall()]:
+    described = "metric" in [r[0] for r in con.execute("DESCRIBE _searches_latest").fetchall()]
+    if described:
         for metric, mode in con.execute("SELECT DISTINCT metric, mode FROM _searches_latest WHERE metric IS NOT NULL").fetchall():
             goals.setdefault(metric, mode)
-    goals = {m: mode for m, mode in goals.items() if m in epoch_columns}
     derived = ["epochs_run", *(f"final_{m}" for m in FINAL), *(f"best_{m}" for m in goals), "best_epoch"]
+
+    def column(m: str) -> str:  # a metric no epoch has reported yet (a search whose trials all failed) is NULL
+        return f"e.{_ident(m)}" if m in epoch_columns else "NULL::DOUBLE"
+
     summary = ["max(e.epoch) AS epochs_run"]
-    summary += [f"arg_max(e.{_ident(m)}, e.epoch) AS {_ident('final_' + m)}" for m in FINAL if m in epoch_columns]
+    summary += [f"arg_max({column(m)}, e.epoch) AS {_ident('final_' + m)}" for m in FINAL]
     summary += [
-        f"{mode}(e.{_ident(m)}) FILTER (WHERE NOT isnan(e.{_ident(m)}::DOUBLE)) AS {_ident('best_' + m)}"
+        f"{mode}({column(m)}) FILTER (WHERE NOT isnan({column(m)}::DOUBLE)) AS {_ident('best_' + m)}"
         for m, mode in goals.items()
     ]
     # The first epoch with the best value of the search's own metric: ties go to the earlier epoch.
     pick = " ".join(
-        f"WHEN s.metric = {_literal(m)} THEN (CASE WHEN s.mode = 'max' THEN e.{_ident(m)} ELSE -e.{_ident(m)} END)"
+        f"WHEN s.metric = {_literal(m)} THEN (CASE WHEN s.mode = 'max' THEN {column(m)} ELSE -{column(m)} END)"
         for m in goals
     )
-    metric_value = f"CASE {pick} END" if pick else "NULL::DOUBLE"
+    metric_value = f"CASE {pick} END" if described else "NULL::DOUBLE"
     summary.append(f"arg_max(e.epoch, ({metric_value}, -e.epoch)) FILTER (WHERE NOT isnan(({metric_value})::DOUBLE)) AS best_epoch")
     keep = [c for c in event_columns if c not in derived]
     con.execute(

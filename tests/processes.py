@@ -27,6 +27,13 @@ ENV = {
 }
 
 
+def child_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a Ray process of another cluster: without the address of the test
+    session's own instance (``search.runner.start_local_ray`` sets it), which would point it at the wrong one."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")}
+    return {**env, **ENV, **extra}
+
+
 def free_ports(n: int) -> list[int]:
     socks = [socket.socket() for _ in range(n)]
     for s in socks:
@@ -96,7 +103,7 @@ def start_node(log: Path, *, head: bool, address: str | None = None, cpus: int =
         args += ["--address", str(address)]
     if resources:
         args += ["--resources", json.dumps(resources)]
-    process = subprocess.Popen(args, env={**os.environ, **ENV}, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    process = subprocess.Popen(args, env=child_env(), stdout=open(log, "w"), stderr=subprocess.STDOUT)
     return process, {"gcs": f"127.0.0.1:{gcs}", "dashboard": f"http://127.0.0.1:{dashboard}"}
 
 
@@ -125,5 +132,5 @@ def search_driver(space: Path, name: str, store: Path, log: Path, *extra: str, e
     """``python -m search run`` as a child process, as a user starts it (its own local Ray unless told otherwise)."""
     return subprocess.Popen(
         [sys.executable, "-m", "search", "run", str(space), "--name", name, "--store", str(store), *extra],
-        cwd=ROOT, env={**os.environ, **ENV, **(env or {})}, stdout=open(log, "a"), stderr=subprocess.STDOUT,
+        cwd=ROOT, env=child_env(**(env or {})), stdout=open(log, "a"), stderr=subprocess.STDOUT,
     )  # fmt: skip

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -11,7 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from processes import ENV, RAY, ROOT, get_json, kill_tree, start_head
+from processes import RAY, ROOT, child_env, get_json, kill_tree, start_head
 from test_search import tiny_space
 
 @pytest.fixture
@@ -22,7 +21,7 @@ def head(tmp_path: Path):
     """
     process, address = start_head(tmp_path / "head.log")
     try:
-        yield address["dashboard"], {**os.environ, **ENV}
+        yield address["dashboard"], child_env()
     finally:
         kill_tree(process, signal.SIGTERM)
 

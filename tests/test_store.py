@@ -1,0 +1,103 @@
+"""The ledger without Ray: appends, latest-wins tables, summaries derived from epochs, compaction, lean readers."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from results.report import seed_table, show
+from results.store import Store, StoreError
+from results.tables import compact, read
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def trial(store: Store, trial_id: str, status: str, threshold: float, seed: int, wall_s: float = 0.0) -> None:
+    store.append("trials", "s", [{"trial_id": trial_id, "threshold": threshold, "seed": seed, "epochs": 3,
+                                  "status": status, "stopped_at_epoch": None, "error": None, "wall_s": wall_s}])  # fmt: skip
+
+
+def epoch(store: Store, trial_id: str, n: int, top1: float, loss: float) -> None:
+    store.append("epochs", "s", [{"trial_id": trial_id, "seed": 0, "epoch": n, "top1": top1, "loss": loss, "aux_top1": math.nan}])
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    """Search ``s`` (metric top1, max): trial a ran 3 epochs and epoch 2 was reported twice (a retry, 99 last);
+    trial b ran 3 epochs and is still running; c (another seed of a's threshold) ended."""
+    store = Store(tmp_path / "store")
+    store.append("searches", "s", [{"search_id": "s", "name": "demo", "metric": "top1", "mode": "max", "status": "running",
+                                    "num_trials": 0, "started_at": "2026-01-01"}])  # fmt: skip
+    for trial_id, threshold, seed in (("a", 0.5, 0), ("b", 0.9, 0), ("c", 0.5, 1)):
+        trial(store, trial_id, "running", threshold, seed)
+        for n in (1, 2, 3):
+            epoch(store, trial_id, n, 10.0 * n + (trial_id == "b") + 2 * (trial_id == "c"), 1.0 / n)
+    epoch(store, "a", 2, 99.0, 0.1)
+    trial(store, "a", "completed", 0.5, 0, wall_s=5.0)
+    trial(store, "c", "completed", 0.5, 1, wall_s=6.0)
+    return store
+
+
+def test_latest_row_wins_and_summaries_come_from_epochs(store: Store) -> None:
+    epochs = {(e["trial_id"], e["epoch"]): e for e in read(store, "epochs").to_pylist()}
+    assert len(epochs) == 9 and epochs[("a", 2)]["top1"] == 99.0
+    trials = {t["trial_id"]: t for t in read(store, "trials", "s").to_pylist()}
+    assert trials["a"]["status"] == "completed" and trials["a"]["wall_s"] == 5.0 and trials["b"]["status"] == "running"
+    assert (trials["a"]["epochs_run"], trials["a"]["final_top1"], trials["a"]["best_top1"], trials["a"]["best_epoch"]) == (3, 30.0, 99.0, 2)
+    assert trials["a"]["best_loss"] == pytest.approx(0.1) and math.isnan(trials["a"]["final_aux_top1"])
+    assert (trials["b"]["final_top1"], trials["b"]["best_epoch"]) == (31.0, 3)
+    [search] = read(store, "searches").to_pylist()
+    assert search["num_trials"] == 3 and "ledger_ns" not in search
+
+
+def test_compaction_keeps_the_tables_and_leaves_one_file_each(store: Store, tmp_path: Path) -> None:
+    before = {t: sorted(map(str, read(store, t).to_pylist())) for t in ("searches", "trials", "epochs")}
+    assert len(store.parts("epochs", "s")) == 10
+    assert compact(store, "s") == {"searches": 1, "trials": 3, "epochs": 9}
+    assert {t: len(store.parts(t, "s")) for t in before} == {"searches": 1, "trials": 1, "epochs": 1}
+    assert {t: sorted(map(str, read(store, t).to_pylist())) for t in before} == before
+    # What is appended after a compaction still wins over the compacted rows.
+    epoch(store, "b", 3, 50.0, 0.5)
+    trial(store, "b", "stopped", 0.9, 0, wall_s=7.0)
+    b = [t for t in read(store, "trials").to_pylist() if t["trial_id"] == "b"][0]
+    assert (b["status"], b["final_top1"], b["wall_s"]) == ("stopped", 50.0, 7.0)
+    # A compacted search reads as plain Parquet, one row per key, the search id from the folder.
+    compact(store, "s")
+    raw = pq.read_table(tmp_path / "store" / "trials").to_pylist()
+    assert sorted((r["search_id"], r["trial_id"], r["status"]) for r in raw) == [
+        ("s", "a", "completed"), ("s", "b", "stopped"), ("s", "c", "completed")
+    ]
+
+
+def test_reports_read_the_ledger(store: Store) -> None:
+    lines = show(store, "s").splitlines()
+    assert [line.split()[0] for line in lines[2:]] == ["a", "c", "b"]  # best top1 first: 99, 32, 31
+    table = seed_table(store, "demo").splitlines()
+    assert table[0] == "search s"
+    assert any(line.split()[:4] == ["0.5", "31.0", "±", "1.4"] for line in table[3:]), table
+    with pytest.raises(KeyError, match="no search 'nope'.*searches: s"):
+        show(store, "nope")
+
+
+def test_empty_store_and_bad_names(tmp_path: Path) -> None:
+    store = Store(tmp_path / "empty")
+    assert read(store, "trials").num_rows == 0 and read(store, "epochs").num_rows == 0
+    with pytest.raises(StoreError, match="search name 'a/b'"):
+        store.append("epochs", "a/b", [{"trial_id": "t", "epoch": 1}])
+
+
+def test_results_command_starts_without_torch_or_ray(store: Store) -> None:
+    code = (
+        "import sys\nfrom results.__main__ import main\nrc = main(['table', 's', '--store', sys.argv[1]])\n"
+        "print('HEAVY' if {'torch', 'ray'} & set(sys.modules) else 'LEAN'); sys.exit(rc)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, store.uri], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert "search s" in out.stdout and "LEAN" in out.stdout
+    missing = subprocess.run([sys.executable, "-m", "results", "show", "nope", "--store", store.uri], capture_output=True, text=True, cwd=ROOT)
+    assert missing.returncode == 2 and "no search 'nope'" in missing.stderr
