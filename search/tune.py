@@ -264,7 +264,11 @@ def searcher(space: Space, max_concurrent: int | None = None, plan: Plan | None 
     if spec.search.type == "grid":
         points = space.grid_points() if plan is None else plan.points
         return BasicVariantGenerator(points_to_evaluate=points, max_concurrent=max_concurrent or 0)
-    sampler = optuna.samplers.TPESampler(seed=spec.search.seed, n_startup_trials=spec.search.startup_trials)
+    # A resumed search draws from another stream, fixed by what the ledger holds: the first run's seed would
+    # replay its first random proposals, configurations that ran already.
+    resumed = len(earlier.trials) if earlier is not None else 0
+    seed = spec.search.seed if not resumed else spec.search.seed * 1_000_003 + resumed
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=spec.search.startup_trials)
     algo = EpochOptunaSearch(metric=spec.metric, mode=spec.mode, sampler=sampler, seeds=spec.seed_list, max_epoch=space.epochs)
     if earlier is not None:
         algo.resume(earlier)

@@ -255,3 +255,20 @@ def test_resumed_asha_starts_from_the_rungs_of_ended_trials(tmp_path: Path) -> N
     rungs = dict(asha._brackets[0]._rungs)
     assert rungs[1] == {"a": 50.0, "b": 60.0, "t2": 5.0, "t1": 10.0} and rungs[2] == {"a": 55.0}
     assert asha.on_trial_result(None, again, {"epoch": 2, "top1": 70.0}) == "CONTINUE"
+
+
+def test_resumed_optuna_does_not_propose_what_ran_already(tmp_path: Path) -> None:
+    """A search killed after 4 proposals (3 ended, 1 running): resumed, it proposes the running one again
+    and then new configurations, not the first run's random start again (its sampler's stream is another)."""
+    from search.resume import Earlier
+
+    path = write_space(tmp_path / "o.yaml", name="o", space={"threshold": {"uniform": [0.5, 0.95]}}, seeds=[0], num_samples=8,
+                       search={"type": "optuna", "seed": 0, "startup_trials": 4}, base={"epochs": 2})  # fmt: skip
+    first = [s["threshold"] for s in first_suggestions(path, 4)]
+    space = load(path)
+    rows = [{**space.base, "trial_id": f"x{i}", "threshold": t, "seed": 0, "status": "completed" if i < 3 else "running"}
+            for i, t in enumerate(first)]  # fmt: skip
+    algo = searcher(space, earlier=Earlier({"search_id": "o"}, rows, {f"x{i}": {1: 1.0, 2: 2.0} for i in range(4)}))
+    algo.set_search_properties(space.spec.metric, space.spec.mode, param_space(space))
+    again = [algo.suggest(f"t{i}")["threshold"] for i in range(3)]
+    assert again[0] == first[3] and not set(again[1:]) & set(first)
