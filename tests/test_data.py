@@ -14,7 +14,7 @@ from trainable.data.datasets import ClipSpec, EvalClips, TrainClips
 from trainable.data.splits import labeled_split
 from trainable.data.synthetic import MOTIONS, SyntheticSpec, ensure_synthetic, render
 from trainable.data.ucf101 import read_ucf101
-from trainable.data.video import VideoDecodeError, VideoReader, decode
+from trainable.data.video import VideoDecodeError, VideoReader, count_frames, decode, decode_frames
 
 
 def test_synthetic_dataset_round_trips_with_labels_and_counts(tiny_dataset: Path) -> None:
@@ -168,3 +168,62 @@ def test_test_clips_stack_every_view(tiny_dataset: Path) -> None:
     item = dataset[0]
     assert item["primary"].shape == (6, 3, 4, 24, 24)
     assert item["aux"].shape == (6, 3, 8, 24, 24)
+
+
+def encode(path: Path, frames: int, codec: str, gop: int, size: tuple[int, int] = (64, 48)) -> torch.Tensor:
+    """A video whose every frame differs (a bar moves, the brightness steps), keyframes every ``gop`` frames;
+    returns what decoding it whole gives."""
+    import av
+
+    width, height = size
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=25)
+        stream.width, stream.height, stream.pix_fmt, stream.gop_size = width, height, "yuv420p", gop
+        for t in range(frames):
+            image = np.full((height, width, 3), (t * 4) % 256, np.uint8)
+            image[:, (t * 3) % width : (t * 3) % width + 4] = 255
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return decode(str(path))
+
+
+@pytest.mark.parametrize(("name", "codec"), [("clip.avi", "mpeg4"), ("clip.mp4", "libx264")])
+def test_span_decoding_gives_the_frames_of_a_whole_decode(tmp_path: Path, name: str, codec: str) -> None:
+    """Seeking to the keyframe before the first frame asked for and decoding to the last gives exactly the whole
+    decode's frames, for spans at the start, inside a group of pictures, across keyframes, at the end, sparse."""
+    path = tmp_path / name
+    whole = encode(path, 70, codec, gop=12)
+    assert count_frames(str(path)) == len(whole) == 70
+    for start, stop in ((0, 5), (13, 14), (17, 41), (24, 36), (50, 70)):
+        assert torch.equal(decode_frames(str(path), np.arange(start, stop)), whole[start:stop]), (start, stop)
+    sparse = np.array([3, 17, 18, 40, 69])  # only these are converted; the rest of the span is decoded, not kept
+    assert torch.equal(decode_frames(str(path), sparse), whole[sparse])
+    # The reader decodes one span for all of an item's clips; a video shorter than a clip loops (whole decode).
+    reader = VideoReader()
+    picks = [np.array([30, 34, 38]), np.array([33, 35, 37, 39, 41])]
+    clips = reader.clips(str(path), lambda count: picks)
+    assert all(torch.equal(c, whole[p]) for c, p in zip(clips, picks))
+    looped = reader.clips(str(path), lambda count: [sampling.clip_at(count, 40, 2, 60)])
+    assert torch.equal(looped[0], whole[(60 + 2 * np.arange(40)) % 70])
+
+
+def test_span_reader_counts_an_unreadable_video_once(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.avi"
+    broken.write_bytes(b"not a video")
+    reader = VideoReader()
+    for _ in range(2):
+        with pytest.raises(VideoDecodeError):
+            reader.clips(str(broken), lambda count: [np.arange(4)])
+    assert list(reader.failed) == [str(broken)]
+
+
+def test_fused_normalisation_equals_torchvisions() -> None:
+    from torchvision import tv_tensors
+    from torchvision.transforms import v2
+
+    video = tv_tensors.Video(torch.randint(0, 256, (4, 3, 10, 12), dtype=torch.uint8))
+    reference = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(transforms.MEAN, transforms.STD)])(video)
+    ours = v2.Compose(transforms._finish())(video)
+    assert isinstance(ours, tv_tensors.Video) and torch.allclose(ours, reference, atol=1e-5)

@@ -18,7 +18,8 @@ from torch.utils.data import Dataset
 from trainable.data import sampling
 from trainable.data.index import VideoRecord
 from trainable.data.transforms import Transform
-from trainable.data.video import VideoDecodeError, VideoReader
+from trainable.data.video import ClipPlan, VideoDecodeError, VideoReader
+
 
 @dataclass(frozen=True)
 class ClipSpec:
@@ -40,11 +41,12 @@ class _Videos(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def _frames(self, index: int) -> tuple[int, torch.Tensor]:
+    def _clips(self, index: int, plan: ClipPlan) -> tuple[int, list[torch.Tensor]]:
+        """The clips ``plan`` picks from video ``index``, or from the next readable video if it is unreadable."""
         for step in range(len(self.records)):
             i = (index + step) % len(self.records)
             try:
-                return i, self.reader.read(self.records[i].path)
+                return i, self.reader.clips(self.records[i].path, plan)
             except VideoDecodeError:
                 continue
         raise VideoDecodeError("no video of the dataset could be decoded")
@@ -67,19 +69,20 @@ class TrainClips(_Videos):
         self.shared_start = shared_start  # every model's clip starts at the same frame
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
-        index, frames = self._frames(index)
         # torch's RNG is seeded per worker and per epoch by the loop; numpy's draw follows it.
         rng = np.random.default_rng(int(torch.randint(0, 2**31, ())))
-        item: dict[str, torch.Tensor | int] = {"label": self.records[index].label, "index": index}
-        if self.shared_start:
-            longest = max(sampling.span(s.frames, s.stride) for s in self.clips.values())
-            start = int(rng.integers(0, max(len(frames) - longest, 0) + 1))
-        for model, spec in self.clips.items():
+        specs = list(self.clips.values())
+
+        def plan(count: int) -> list[np.ndarray]:
             if self.shared_start:
-                indices = sampling.clip_at(len(frames), spec.frames, spec.stride, start)
-            else:
-                indices = sampling.random_clip(len(frames), spec.frames, spec.stride, rng)
-            clip = frames[indices]
+                longest = max(sampling.span(s.frames, s.stride) for s in specs)
+                start = int(rng.integers(0, max(count - longest, 0) + 1))
+                return [sampling.clip_at(count, s.frames, s.stride, start) for s in specs]
+            return [sampling.random_clip(count, s.frames, s.stride, rng) for s in specs]
+
+        index, clips = self._clips(index, plan)
+        item: dict[str, torch.Tensor | int] = {"label": self.records[index].label, "index": index}
+        for model, clip in zip(self.clips, clips):
             for name, transform in self.augment.items():
                 item[f"{model}_{name}"] = transform(clip)
         return item
@@ -102,14 +105,14 @@ class EvalClips(_Videos):
         self.views = views
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
-        index, frames = self._frames(index)
+        specs = list(self.clips.values())
+
+        def plan(count: int) -> list[np.ndarray]:
+            return [idx for s in specs for idx in sampling.uniform_clips(count, s.frames, s.stride, self.views_clips)]
+
+        index, clips = self._clips(index, plan)
         item: dict[str, torch.Tensor | int] = {"label": self.records[index].label, "index": index}
-        for model, spec in self.clips.items():
-            item[model] = torch.stack(
-                [
-                    view
-                    for idx in sampling.uniform_clips(len(frames), spec.frames, spec.stride, self.views_clips)
-                    for view in self.views(frames[idx])
-                ]
-            )
+        for m, model in enumerate(self.clips):
+            mine = clips[m * self.views_clips : (m + 1) * self.views_clips]
+            item[model] = torch.stack([view for clip in mine for view in self.views(clip)])
         return item

@@ -32,8 +32,17 @@ class SpatialOptions:
     cutout: bool = True
 
 
-def _finish() -> list[v2.Transform]:
-    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)]
+def _normalise(video: torch.Tensor) -> torch.Tensor:
+    """uint8 to normalised float in one pass (torchvision's ToDtype then Normalize take 4x as long)."""
+    shape = (-1, 1, 1)  # channels of (T, C, H, W)
+    mean = torch.tensor(MEAN).view(shape) * 255
+    scale = 1 / (torch.tensor(STD).view(shape) * 255)
+    out = video.as_subclass(torch.Tensor).to(torch.float32).sub_(mean).mul_(scale)
+    return tv_tensors.wrap(out, like=video) if isinstance(video, tv_tensors.TVTensor) else out
+
+
+def _finish() -> list[Callable[[torch.Tensor], torch.Tensor]]:
+    return [_normalise]
 
 
 def _weak(opts: SpatialOptions) -> list[v2.Transform]:
