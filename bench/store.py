@@ -40,7 +40,7 @@ def simulate(store: Store, trials: int, epochs: int, concurrent: int) -> list[fl
     search_id = "bench"
     callback = ResultsCallback(
         store,
-        {"search_id": search_id, "name": "bench", "metric": "top1", "mode": "max", "status": "running", "num_trials": 0},
+        {"search_id": search_id, "name": "bench", "metric": "top1", "mode": "max", "status": "running"},
         earlier=[],
         pins=Pins(),
     )

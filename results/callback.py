@@ -56,7 +56,9 @@ class ResultsCallback(Callback):
 
     def _row(self, trial: Any) -> str:
         """The trial's ledger id, its row made on first sight (a trial can fail before it ever starts)."""
-        trial_id = self.ids.setdefault(trial.trial_id, self.pins.trial_id(trial.config, trial.trial_id))
+        if trial.trial_id not in self.ids:
+            self.ids[trial.trial_id] = self.pins.trial_id(trial.config, trial.trial_id)
+        trial_id = self.ids[trial.trial_id]
         row = self.rows.get(trial_id)
         if row is None:
             before = self.known.get(trial_id, {})

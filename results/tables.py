@@ -85,12 +85,12 @@ def connect(store: Store, search_id: str | None = None, files: dict[str, list[st
     con = duckdb.connect()
     sources = {t: _files(store, t, search_id, None if files is None else files.get(t, [])) for t in TABLES}
     materialize = files is not None
-    _latest(con, "_searches_latest", "searches", sources["searches"], materialize)
+    search_columns = _latest(con, "_searches_latest", "searches", sources["searches"], materialize)
     epoch_columns = _latest(con, "_epochs", "epochs", sources["epochs"], materialize)
     event_columns = _latest(con, "_trial_events", "trials", sources["trials"], materialize)
 
     goals = dict(BEST)
-    described = "metric" in [r[0] for r in con.execute("DESCRIBE _searches_latest").fetchall()]
+    described = "metric" in search_columns
     if described:
         for metric, mode in con.execute("SELECT DISTINCT metric, mode FROM _searches_latest WHERE metric IS NOT NULL").fetchall():
             goals.setdefault(metric, mode)
@@ -123,12 +123,11 @@ def connect(store: Store, search_id: str | None = None, files: dict[str, list[st
         SELECT {", ".join("t." + _ident(c) for c in keep)}, summary.* EXCLUDE (search_id, trial_id)
         FROM _trial_events t LEFT JOIN summary USING (search_id, trial_id)"""
     )
+    stale = " EXCLUDE (num_trials)" if "num_trials" in search_columns else ""  # a compacted row carries it
     con.execute(
         f"""CREATE OR REPLACE TEMP VIEW _searches AS
-        SELECT s.* EXCLUDE (num_trials), (SELECT count(*) FROM _trials t WHERE t.search_id = s.search_id) AS num_trials
+        SELECT s.*{stale}, (SELECT count(*) FROM _trials t WHERE t.search_id = s.search_id) AS num_trials
         FROM _searches_latest s"""
-        if "num_trials" in [r[0] for r in con.execute("DESCRIBE _searches_latest").fetchall()]
-        else "CREATE OR REPLACE TEMP VIEW _searches AS SELECT * FROM _searches_latest"
     )
     for table in TABLES:
         con.execute(f"CREATE OR REPLACE TEMP VIEW {table} AS SELECT * EXCLUDE ({ORDER}) FROM _{table}")

@@ -99,8 +99,9 @@ def plan(space: Space, earlier: Earlier) -> Plan:
             pins.ids[key] = trial["trial_id"]
             pins.curves[trial["trial_id"]] = earlier.curves.get(trial["trial_id"], {})
     if space.spec.search.type == "grid":
-        points = [p for p in space.grid_points() if config_key({**space.base, **p}) not in ended_keys]
-        ended = [t for t in earlier.ended() if config_key(t) in {config_key({**space.base, **p}) for p in space.grid_points()}]
+        cells = {config_key({**space.base, **p}): p for p in space.grid_points()}
+        points = [p for key, p in cells.items() if key not in ended_keys]
+        ended = [t for t in earlier.ended() if config_key(t) in cells]
         return Plan(pins, ended, points, len(points))
     ended = earlier.ended()
     return Plan(pins, ended, None, max(0, space.num_trials - len(ended)))
