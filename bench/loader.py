@@ -5,12 +5,17 @@ in AVI, as UCF-101 ships) and a Kinetics-like one (340×256, 30 fps, 10 s, H.264
 on one thread, an unlabeled training item as the loop builds it (primary 8 frames at stride 8, auxiliary
 8 at stride 4, weak and strong views of both, 224-pixel crops from a 256–320 short side):
 
-- ``items/s``: the current path (``TrainClips`` on an uncached ``VideoReader``: decode only the span the
-  item's clips need, once, convert to RGB only the frames they take, then augment);
+- ``items/s``: the loader's item (``TrainClips`` on an uncached ``VideoReader``: decode only the span the
+  item's clips need, once, convert to RGB only the frames they take, then per view the loader part of the
+  augmentation, ``transforms.geometric``: scale, crop and flip by resampling only the cropped region; uint8);
 - ``decode limit``: just that decoding, without augmentation (what no loader on this core can beat);
-- ``full decode``: the path before (decode every frame of the video, then augment), for comparison.
+- ``full decode``: the path before (decode every frame of the video, then the whole augmentation on the CPU
+  with torchvision v2: resize, crop, flip, RandAugment, normalisation, cutout), for comparison.
 
-Then how many loader processes keep up with a GPU at an assumed step rate (``--gpu-steps-per-s``).
+The rest of the augmentation (``transforms.DeviceFinish``: RandAugment and cutout of the strong views,
+normalisation of all four) now runs in the training process on the batch once it is on the GPU; its cost
+per item is printed too, measured here on this CPU with one thread, so that the work is seen to have moved,
+not vanished. Then how many loader processes keep up with a GPU at an assumed step rate (``--gpu-steps-per-s``).
 
     python bench/loader.py [--items 40] [--gpu-steps-per-s 3]
 """
@@ -26,6 +31,9 @@ from typing import Callable
 
 import numpy as np
 import torch
+from torch.utils.data import default_collate
+from torchvision import tv_tensors
+from torchvision.transforms import v2
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -64,17 +72,45 @@ def encode(path: Path, width: int, height: int, fps: int, frames: int, codec: st
             out.mux(packet)
 
 
-def rate(fn: Callable[[int], object], items: int) -> float:
-    fn(0)  # warm-up: first-call costs (codec set-up, transform construction) are not the steady state
-    started = time.perf_counter()
+def rates(paths: dict[str, tuple[Callable[[int], object], int]], items: int) -> dict[str, float]:
+    """Calls per second of each path ``name: (fn, every)``, which runs on every ``every``-th of ``items`` turns.
+
+    Timed in turns (each path's call i, then each path's call i + 1), so that a load that comes and goes on
+    the machine slows every path alike and the ratios between them hold.
+    """
+    spent, calls = dict.fromkeys(paths, 0.0), dict.fromkeys(paths, 0)
+    for fn, _ in paths.values():
+        fn(0)  # warm-up: first-call costs (codec set-up, transform construction) are not the steady state
     for i in range(items):
-        fn(i + 1)
-    return items / (time.perf_counter() - started)
+        for name, (fn, every) in paths.items():
+            if i % every == 0:
+                started = time.perf_counter()
+                fn(i + 1)
+                spent[name] += time.perf_counter() - started
+                calls[name] += 1
+    return {name: calls[name] / spent[name] for name in paths}
+
+
+def old_views(opts: transforms.SpatialOptions) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """The augmentation as the loader did all of it before: uint8 ``(T, H, W, C)`` to float ``(C, T, H, W)``."""
+    weak = [v2.RandomResize(opts.scale_min, opts.scale_max + 1, antialias=True), v2.RandomCrop(opts.input_size),
+            v2.RandomHorizontalFlip()]  # fmt: skip
+    strong = weak + [v2.RandAugment(num_ops=opts.randaug_ops, magnitude=opts.randaug_magnitude), transforms.normalise,
+                     v2.RandomErasing(p=1.0, scale=(0.05, 0.2), value=0)]  # fmt: skip
+
+    def compose(steps: list[Callable[[torch.Tensor], torch.Tensor]]) -> Callable[[torch.Tensor], torch.Tensor]:
+        pipeline = v2.Compose(steps)
+        return lambda frames: pipeline(tv_tensors.Video(frames.permute(0, 3, 1, 2))).as_subclass(torch.Tensor).transpose(0, 1).contiguous()
+
+    return {"weak": compose(weak + [transforms.normalise]), "strong": compose(strong)}
 
 
 def measure(path: str, items: int) -> dict[str, float]:
-    augment = {"weak": transforms.weak(OPTIONS), "strong": transforms.strong(OPTIONS)}
-    dataset = TrainClips([VideoRecord(path=path, label=0, name="v")], VideoReader(cache=False), CLIPS, augment)
+    crop = transforms.geometric(OPTIONS)
+    dataset = TrainClips([VideoRecord(path=path, label=0, name="v")], VideoReader(cache=False), CLIPS, {"weak": crop, "strong": crop})
+    views: dict[str, transforms.View] = {f"{m}_{a}": "weak" if a == "weak" else "strong" for m in CLIPS for a in ("weak", "strong")}
+    finish = transforms.DeviceFinish(OPTIONS, views)
+    old = old_views(OPTIONS)
     count = count_frames(path)
     longest = max(sampling.span(s.frames, s.stride) for s in CLIPS.values())
 
@@ -93,10 +129,17 @@ def measure(path: str, items: int) -> dict[str, float]:
         rng = np.random.default_rng(i)
         return {
             f"{m}_{a}": t(frames[sampling.random_clip(len(frames), s.frames, s.stride, rng)])
-            for m, s in CLIPS.items() for a, t in augment.items()
+            for m, s in CLIPS.items() for a, t in old.items()
         }  # fmt: skip
 
-    return {"span": longest, "ours": rate(ours, items), "limit": rate(limit, items), "full": rate(full, max(4, items // 4))}
+    batches = [default_collate([ours(i)]) for i in range(4)]  # the device part's input: a batch of one item
+
+    def device(i: int) -> object:
+        torch.manual_seed(i)
+        return finish(batches[i % len(batches)])
+
+    r = rates({"ours": (ours, 1), "limit": (limit, 1), "full": (full, 4), "device": (device, 1)}, items)
+    return {"span": longest, "ours": r["ours"], "limit": r["limit"], "full": r["full"], "device_ms": 1000 / r["device"]}
 
 
 def main() -> None:
@@ -116,6 +159,8 @@ def main() -> None:
             r = measure(path, args.items)
             print(f"{name:28s} {frames:6d} {r['span']:5d} {r['ours']:8.2f} {r['limit']:12.2f} {r['ours'] / r['limit']:8.2f} "
                   f"{r['full']:11.2f} {r['ours'] / r['full']:6.1f}x")  # fmt: skip
+            print(f"  device part, on this CPU (one thread): {r['device_ms']:.1f} ms per item "
+                  "(2 strong views' RandAugment + cutout, 4 normalisations; in training it runs on the GPU)")  # fmt: skip
             need = args.gpu_steps_per_s * args.items_per_step
             print(f"  a GPU at {args.gpu_steps_per_s:g} steps/s x {args.items_per_step} items needs {need:g} items/s: "
                   f"{int(np.ceil(need / r['ours']))} loader processes (one core each)")  # fmt: skip

@@ -1,7 +1,7 @@
 """Writing a trial's epochs into the ledger, from the process that trains it.
 
 Each epoch's row is appended by the trial's Train controller right after the epoch's checkpoint is stored
-and before Tune hears of the epoch (``search.tune.LedgerReport``): so no scheduler decision, and no crash
+and before Tune hears of the epoch (``search.trial.LedgerReport``): so no scheduler decision, and no crash
 of the search's driver, can come between a checkpoint and its row. A run that resumes from a checkpoint
 appends that checkpoint's row again (``trainable.session.RaySession.restore``), which closes the one gap
 left, a crash between storing the checkpoint and appending its row; the copy is the same row, and the

@@ -56,3 +56,48 @@ def test_a_second_run_reuses_every_finished_run(quick: list[str], tmp_path: Path
     again = bench(*quick, "--seeds", "1", "--runs", str(runs), "--tables-only")
     assert again.startswith("0 runs to train (2 found")
     assert rows(again, "| supervised") == rows(first, "| supervised")  # the same numbers, read from the run files
+
+
+def test_step_bench_times_the_loop_step_against_bare_passes() -> None:
+    """``bench/step.py`` runs the loop's own ``train_step`` (here at tiny scale) and ends with its figures."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "step.py"), "--scale", "tiny", "--steps", "1", "--warmup", "0"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    last = done.stdout.splitlines()[-1].split()
+    assert last[0::2] == ["ratio", "step_ms", "reference_ms"] and all(float(v) > 0 for v in last[1::2])
+
+
+def test_trial_overhead_splits_a_trials_wall_time_from_its_rows(tmp_path: Path) -> None:
+    """bench/trial_overhead.py's arithmetic on a hand-made ledger: two trials, one at a time after the other."""
+    import importlib.util
+
+    from results.store import Store
+
+    spec = importlib.util.spec_from_file_location("trial_overhead", ROOT / "bench" / "trial_overhead.py")
+    overhead = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(overhead)
+    store = Store(tmp_path)
+
+    def at(second: float) -> str:
+        return f"2026-01-01T00:00:{second:09.6f}+00:00"
+
+    store.append("searches", "s", [{"search_id": "s", "started_at": at(0), "ended_at": at(50), "status": "completed"}])
+    nan = float("nan")
+    # trial a: starts at 1, fit at 2, worker at 6 (startup 4), first step at 8 (setup 2); epochs of 10 s whose
+    # rows land 1 s after each epoch ends; ended 0.5 s after its last row. Trial b: the same, 24.5 s later.
+    for trial, t0 in (("a", 1.0), ("b", 25.5)):
+        store.append("trials", "s", [{"trial_id": trial, "status": "completed", "wall_s": 21.5 + 0.5, "started_at": at(t0), "ended_at": at(t0 + 22.0)}])  # fmt: skip
+        store.append("epochs", "s", [
+            {"trial_id": trial, "epoch": 1, "epoch_time_s": 10.0, "reported_at": at(t0 + 7 + 10 + 1), "startup_s": 4.0, "setup_s": 2.0},
+            {"trial_id": trial, "epoch": 2, "epoch_time_s": 2.5, "reported_at": at(t0 + 18 + 2.5 + 1), "startup_s": nan, "setup_s": nan},
+        ])  # fmt: skip
+    trials, total = overhead.breakdown(store, "s")
+    assert [t["trial"] for t in trials] == ["a", "b"]
+    a = trials[0]
+    assert a["epochs"] == 12.5 and a["overhead"] == 22.0 - 12.5
+    assert (a["startup"], a["setup"]) == (4.0, 2.0)
+    assert a["reports"] == pytest.approx(2.0) and a["teardown"] == pytest.approx(0.5)
+    assert a["to fit"] == pytest.approx(1.0)  # 7 s to the first step, less startup, setup and the first report's 1 s
+    assert total == {"wall": 50.0, "epochs": 25.0, "concurrency": 1}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -132,17 +133,124 @@ def test_clip_sampling_strides_and_loops_short_videos() -> None:
     assert sampling.uniform_clips(64, frames=4, stride=4, count=1)[0][0] == 25
 
 
-def test_strong_augmentation_is_consistent_within_a_clip_and_varies_between_clips() -> None:
-    opts = transforms.SpatialOptions(input_size=24, scale_min=24, scale_max=32)
-    strong = transforms.strong(opts)
-    frame = torch.from_numpy(np.random.default_rng(0).integers(0, 255, (1, 32, 32, 3), dtype=np.uint8))
-    clip = frame.repeat(6, 1, 1, 1)  # six identical frames
+def _texture(frames: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
+    """uint8 ``(T, H, W, C)`` noise: any wrong offset, scale or mirror changes most pixels."""
+    return torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (frames, height, width, 3), dtype=np.uint8))
+
+
+def _plane(frames: int, height: int, width: int) -> torch.Tensor:
+    """uint8 ``(T, H, W, C)`` linear in x and y, 1 to 3 levels a pixel: bilinear resampling is exact on it, so a
+    crop moved by half a pixel differs by a few levels, and a wrong scale, place or mirror by many more."""
+    y, x = np.mgrid[0:height, 0:width]
+    image = np.stack([3 * x + y, x + 3 * y, 250 - 2 * x - 2 * y], axis=-1)
+    assert image.min() >= 0 and image.max() <= 255
+    return torch.from_numpy(image.astype(np.uint8)[None].repeat(frames, 0))
+
+
+def _resize_crop_flip(frames: torch.Tensor, crop: transforms.Crop, size: int) -> torch.Tensor:
+    """The reference: resize whole frames with torchvision, then crop, then mirror; ``(T, H, W, C)``."""
+    from torchvision.transforms.v2 import functional as F
+
+    video = F.resize(frames.permute(0, 3, 1, 2), [crop.height, crop.width], antialias=True)
+    out = video[..., crop.top : crop.top + size, crop.left : crop.left + size]
+    return (out.flip(-1) if crop.flip else out).permute(0, 2, 3, 1)
+
+
+def _differ(a: torch.Tensor, b: torch.Tensor) -> int:
+    return int((a.int() - b.int()).abs().max())
+
+
+def test_loader_crop_resamples_only_the_region_yet_equals_resize_then_crop() -> None:
+    """For fixed draws (corners included; enlarging, shrinking, unscaled), the crop taken in source
+    coordinates is the crop of the whole resized frames, mirrored alike in every frame: exactly where the
+    region starts on a whole source pixel, and within half a source pixel's shift elsewhere."""
+    h, w, size = 48, 64, 32
+    noise, plane = _texture(3, h, w), _plane(3, h, w)
+    for flip in (False, True):
+        for top, left in ((0, 0), (h - size, w - size), (5, 17)):  # unscaled: a plain crop, exact
+            crop = transforms.Crop(h, w, top, left, flip)
+            ours = transforms.resized_crop(noise, crop, size)
+            assert ours.dtype == torch.uint8 and ours.shape == (3, size, size, 3) and ours.is_contiguous()
+            assert _differ(ours, _resize_crop_flip(noise, crop, size)) == 0, crop
+        # Twice and half the size, even starts: on whole source pixels, so exact but for the first row and
+        # column, whose filters would read the pixel before the region.
+        for crop in (transforms.Crop(2 * h, 2 * w, 10, 36, flip), transforms.Crop(h // 2, w // 2, 2, 4, flip)):
+            small = 16 if crop.height < size else size
+            ours, reference = transforms.resized_crop(noise, crop, small), _resize_crop_flip(noise, crop, small)
+            inside = (slice(None), slice(1, None), slice(None, -1) if flip else slice(1, None))
+            assert _differ(ours[inside], reference[inside]) == 0, crop
+            assert _differ(ours, reference) > 0  # the first row does differ: the comparison sees the pixels
+        for short in (size, size + 5, h + 4, h + 20):  # shrinking, enlarging slightly (sides equal), and more
+            nh, nw = short, int(short * w / h)
+            for top in range(0, nh - size + 1, 3):
+                crop = transforms.Crop(nh, nw, top, (nw - size) * top // max(nh - size, 1), flip)
+                assert _differ(transforms.resized_crop(plane, crop, size), _resize_crop_flip(plane, crop, size)) <= 4, crop
+    crop = transforms.Crop(h + 7, w + 9, 3, 5, False)
+    mirrored = transforms.resized_crop(noise, transforms.Crop(h + 7, w + 9, 3, 5, True), size)
+    assert torch.equal(mirrored, transforms.resized_crop(noise, crop, size).flip(2))  # every frame mirrored
+
+
+@pytest.mark.parametrize(("scale_min", "scale_max"), [(48, 48), (36, 52)])
+def test_loader_crop_draws_as_torchvisions_random_resize_crop_flip(scale_min: int, scale_max: int) -> None:
+    """Same seed, same draws: the loader's crop is v2.RandomResize(min, max + 1) + RandomCrop + RandomHorizontalFlip
+    (exactly when the frames are not scaled; within half a source pixel's shift when they are)."""
+    from torchvision import tv_tensors
+    from torchvision.transforms import v2
+
+    opts = transforms.SpatialOptions(input_size=32, scale_min=scale_min, scale_max=scale_max)
+    reference = v2.Compose(
+        [v2.RandomResize(scale_min, scale_max + 1, antialias=True), v2.RandomCrop(32), v2.RandomHorizontalFlip()]
+    )
+    loader = transforms.geometric(opts)
+    frames = _texture(4, 48, 64) if scale_min == scale_max == 48 else _plane(4, 48, 64)
+    tolerance = 0 if scale_min == scale_max == 48 else 4
+    draws = set()
+    for seed in range(40):
+        torch.manual_seed(seed)
+        ours = loader(frames)
+        torch.manual_seed(seed)
+        theirs = reference(tv_tensors.Video(frames.permute(0, 3, 1, 2))).as_subclass(torch.Tensor).permute(0, 2, 3, 1)
+        assert ours.shape == (4, 32, 32, 3) and _differ(ours, theirs) <= tolerance, seed
+        torch.manual_seed(seed)
+        draws.add(transforms.draw_crop(48, 64, opts))
+    assert {d.flip for d in draws} == {False, True} and len({(d.top, d.left) for d in draws}) > 10
+    assert {d.height for d in draws} <= set(range(scale_min, scale_max + 1))
+    torch.manual_seed(3)
+    first = loader(frames)
+    torch.manual_seed(3)
+    assert torch.equal(loader(frames), first)
+    still = _texture(1, 48, 64).repeat(5, 1, 1, 1)  # five identical frames stay identical: one draw per clip
+    out = loader(still)
+    assert all(torch.equal(out[t], out[0]) for t in range(5))
+
+
+def test_device_part_normalises_augments_strong_views_per_clip_and_follows_the_seed() -> None:
+    opts = transforms.SpatialOptions(input_size=24, scale_min=24, scale_max=24, randaug_ops=2, randaug_magnitude=9)
+    finish = transforms.DeviceFinish(opts, {"primary_weak": "weak", "primary_strong": "strong"})
+    clip = _texture(1, 24, 24).repeat(6, 1, 1, 1)  # six identical frames
+    batch = {"primary_weak": torch.stack([clip] * 4), "primary_strong": torch.stack([clip] * 4), "label": torch.arange(4)}
     torch.manual_seed(0)
-    out = strong(clip)
-    assert out.shape == (3, 6, 24, 24)
-    for t in range(1, 6):  # the same parameters on every frame: identical frames stay identical
-        assert torch.equal(out[:, t], out[:, 0])
-    assert not torch.equal(strong(clip), out)
+    out = finish(batch)
+    weak, strong = out["primary_weak"], out["primary_strong"]
+    for x in (weak, strong):
+        assert x.dtype == torch.float32 and x.shape == (4, 3, 6, 24, 24) and x.is_contiguous()
+    expected = (clip.permute(3, 0, 1, 2).float() / 255 - 0.45) / 0.225
+    assert all(torch.allclose(weak[b], expected, atol=1e-5) for b in range(4))
+    assert torch.equal(out["label"], batch["label"]) and batch["primary_strong"].dtype == torch.uint8  # input kept
+    for b in range(4):
+        assert not torch.allclose(strong[b], weak[b])
+        assert all(torch.equal(strong[b, :, t], strong[b, :, 0]) for t in range(6))  # one draw for all frames
+        assert (strong[b] == 0).all(dim=(0, 1)).sum() >= 20  # a cutout (at least 5% of 24x24) in every clip
+    assert len({strong[b].sum().item() for b in range(4)}) == 4  # each clip its own operations and cutout
+    torch.manual_seed(0)
+    again = finish(batch)
+    assert torch.equal(again["primary_strong"], strong)
+    assert not torch.equal(finish(batch)["primary_strong"], strong)
+    no_cutout = transforms.DeviceFinish(replace(opts, cutout=False), {"primary_strong": "strong"})(batch)["primary_strong"]
+    assert sum(not torch.allclose(no_cutout[b], weak[b]) for b in range(4)) >= 3  # RandAugment alone changes clips
+    assert len({no_cutout[b].sum().item() for b in range(4)}) > 1  # and draws for each clip, not once per batch
+    plain = transforms.DeviceFinish(opts, {"primary_weak": "weak", "primary_strong": "weak"})(batch)
+    assert torch.equal(plain["primary_strong"], weak)  # without spatial augmentation the strong view is the weak one
 
 
 def test_reader_skips_and_counts_unreadable_videos(tiny_dataset: Path, tmp_path: Path) -> None:
@@ -153,10 +261,10 @@ def test_reader_skips_and_counts_unreadable_videos(tiny_dataset: Path, tmp_path:
     reader = VideoReader(cache=True)
     with pytest.raises(VideoDecodeError):
         reader.read(str(broken))
-    dataset = TrainClips(records, reader, {"primary": ClipSpec(4, 2)}, {"weak": transforms.weak(
+    dataset = TrainClips(records, reader, {"primary": ClipSpec(4, 2)}, {"weak": transforms.geometric(
         transforms.SpatialOptions(input_size=32, scale_min=32, scale_max=32))})
     item = dataset[0]
-    assert item["index"] == 1 and item["primary_weak"].shape == (3, 4, 32, 32)
+    assert item["index"] == 1 and item["primary_weak"].shape == (4, 32, 32, 3) and item["primary_weak"].dtype == torch.uint8
     assert list(reader.failed) == [str(broken)]
 
 
@@ -225,5 +333,8 @@ def test_fused_normalisation_equals_torchvisions() -> None:
 
     video = tv_tensors.Video(torch.randint(0, 256, (4, 3, 10, 12), dtype=torch.uint8))
     reference = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(transforms.MEAN, transforms.STD)])(video)
-    ours = v2.Compose(transforms._finish())(video)
+    ours = transforms.normalise(video)
     assert isinstance(ours, tv_tensors.Video) and torch.allclose(ours, reference, atol=1e-5)
+    clips = video.as_subclass(torch.Tensor).permute(1, 0, 2, 3)  # (C, T, H, W) strides: the output is contiguous anyway
+    permuted = transforms.normalise(clips, channel_dim=0)
+    assert permuted.is_contiguous() and torch.allclose(permuted, reference.as_subclass(torch.Tensor).permute(1, 0, 2, 3), atol=1e-5)

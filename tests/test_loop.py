@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from trainable.config import TrainConfig
-from trainable.loop import run, run_local, train_loop_per_worker
+from trainable.loop import run, run_local
+from trainable.worker import train_loop_per_worker
 from trainable.metrics import METRICS
 from trainable.session import LocalSession
 
@@ -56,6 +57,9 @@ def test_trainer_reports_every_metric_each_epoch_and_resumes(
             assert isinstance(metrics[key], (int, float)) and not math.isnan(metrics[key]), key
         assert 0 <= metrics["top1"] <= metrics["top5"] <= 100
         assert 0 <= metrics["mask_rate_primary"] <= 1 and metrics["clips_per_s"] > 0
+
+    # a run's start is timed on its first epoch (no trial called fit here: the worker's own start is unknown)
+    assert epochs[0]["setup_s"] > 0 and math.isnan(epochs[1]["setup_s"]) and math.isnan(epochs[0]["startup_s"])
 
     resumed = fit({**config, "epochs": 3}, tmp_path, f"first-{workers}", workers)
     assert resumed.error is None

@@ -69,8 +69,8 @@ def test_tiny_scale_keeps_the_pairing_distinct() -> None:
 def test_spatial_switch_turns_off_the_strong_augmentation(tiny_dataset: Path) -> None:
     on = build_data(TrainConfig.parse(tiny_config(tiny_dataset)), methods.get("fixmatch"), LocalSession())
     off = build_data(TrainConfig.parse(tiny_config(tiny_dataset, spatial_aug=False)), methods.get("fixmatch"), LocalSession())
-    assert on.unlabeled.augment["strong"] is not on.unlabeled.augment["weak"]
-    assert off.unlabeled.augment["strong"] is off.unlabeled.augment["weak"]
+    assert on.finish.views["primary_strong"] == "strong" and on.finish.views["primary_weak"] == "weak"
+    assert off.finish.views["primary_strong"] == off.finish.views["primary_weak"] == "weak"
 
 
 def test_temporal_switch_gives_both_models_one_clip_at_one_frame_rate(tiny_dataset: Path, tmp_path: Path) -> None:

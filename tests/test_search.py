@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import subprocess
 import sys
 from pathlib import Path
@@ -151,6 +153,9 @@ def test_search_runs_concurrent_trainer_trials_and_writes_parquet(ray_local: str
     for t in trials:
         rows = [e for e in epochs if e["trial_id"] == t["trial_id"]]
         assert [e["epoch"] for e in rows] == list(range(1, t["epochs_run"] + 1))
+        # the run's start is timed on its first epoch only: controller and worker, then imports, data, models
+        assert rows[0]["startup_s"] > 0 and rows[0]["setup_s"] > 0
+        assert all(math.isnan(e["startup_s"]) and math.isnan(e["setup_s"]) for e in rows[1:])
     stopped = [t for t in trials if t["status"] == "stopped"]
     assert stopped and all(t["threshold"] == 1.0 and t["stopped_at_epoch"] == 1 for t in stopped)
     assert all(t["status"] == "completed" and t["epochs_run"] == 2 for t in trials if t["threshold"] == 0.0)

@@ -40,7 +40,7 @@ def evaluate(nets: dict[str, nn.Module], loader: DataLoader, session: Session, a
                 counts[2] += (top == labels[:, None]).any(dim=1).sum()
             else:
                 counts[2 + i] += hit1
-    counts = session.all_reduce(counts)
+    counts = session.all_reduce(counts.to(session.device))  # NCCL reduces only tensors on the GPU
     total = max(counts[0].item(), 1.0)
     return {
         "top1": 100 * counts[1].item() / total,

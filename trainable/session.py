@@ -6,7 +6,9 @@ The loop talks only to a ``Session``, so it needs no branch on how it was launch
 
 from __future__ import annotations
 
+import math
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -21,6 +23,8 @@ class Session(Protocol):
     rank: int
     world_size: int
     device: torch.device
+    started: float  # wall clock when this process began the run (before importing the loop)
+    startup_s: float  # what starting the worker took before that, from the trial's ``fit``; NaN if unknown
 
     def prepare(self, net: nn.Module) -> nn.Module:
         """Move to the device; wrap for data-parallel training when there are several workers."""
@@ -50,7 +54,7 @@ class RaySession:
     in case the run that stored the checkpoint ended before appending its row (``results.ledger``).
     """
 
-    def __init__(self, writer: EpochSink | None = None) -> None:
+    def __init__(self, writer: EpochSink | None = None, started: float | None = None, startup_s: float = math.nan) -> None:
         import ray.train
         import ray.train.torch
         import ray.util
@@ -58,6 +62,8 @@ class RaySession:
         self._train = ray.train
         self._node_ip = ray.util.get_node_ip_address()
         self.writer = writer
+        self.started = time.time() if started is None else started
+        self.startup_s = startup_s
         context = ray.train.get_context()
         self.rank = context.get_world_rank()
         self.world_size = context.get_world_size()
@@ -104,6 +110,7 @@ class LocalSession:
     ) -> None:
         self.rank, self.world_size = 0, 1
         self.device = torch.device(device)
+        self.started, self.startup_s = time.time(), math.nan
         self.on_report = on_report
         self.state = state
 

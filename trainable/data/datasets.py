@@ -2,8 +2,11 @@
 
 A training item holds, for every model ``m`` in ``clips`` and every augmentation ``a`` in ``augment``, the
 clip ``f"{m}_{a}"`` (e.g. ``primary_weak`` and ``primary_strong`` are two spatial augmentations of one
-temporal sample), plus ``label`` and ``index``. A test item holds ``f"{m}"`` as a stack of views
-``(views, C, T, H, W)``: ``views_clips`` clips times ``views_crops`` crops.
+temporal sample), plus ``label`` and ``index``. The loop builds it with ``transforms.geometric`` for every
+augmentation, so its clips are uint8 ``(T, H, W, C)`` crops, and finishes a batch of them on the device
+(``transforms.DeviceFinish``: RandAugment and cutout of the strong views, normalisation of all). A test item
+holds ``f"{m}"`` as a stack of normalised float views ``(views, C, T, H, W)``: ``views_clips`` clips times
+``views_crops`` crops.
 """
 
 from __future__ import annotations
