@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from results.report import query, seed_table, show
+from results.report import FORMATS, query, seed_table, show
 from results.store import DEFAULT_STORE, Store
 from results.tables import compact
 
@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     t = commands.add_parser("table", help="mean ± std over seeds of each configuration (a paper-style table)")
     t.add_argument("search", help="a search id or name (the latest search of that name)")
     t.add_argument("--metric", default="top1")
+    t.add_argument("--format", default="text", choices=FORMATS, help="markdown/latex for a paper or README, csv for a spreadsheet")
     c = commands.add_parser("compact", help="merge each search's parts into one file per table (latest rows only)")
     c.add_argument("search_ids", nargs="*", help="default: every search in the store")
     for sub in (q, s, t, c):
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
                 kept = compact(store, search_id)
                 print(f"{search_id}: " + ", ".join(f"{n} {table}" for table, n in kept.items()))
         elif args.command == "table":
-            print(seed_table(store, args.search, args.metric))
+            print(seed_table(store, args.search, args.metric, args.format))
         else:
             print(show(store, args.search_id, args.metric))
     except KeyError as exc:

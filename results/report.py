@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from typing import Any, Sequence
 
@@ -19,22 +21,23 @@ def format_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A plain text table, numbers right-aligned; floats below 1 (learning rates, thresholds) to three
     significant digits, so that sampled values stay distinguishable, larger ones (top-1 %) to two decimals."""
 
-    def cell(value: Any) -> str:
-        if value is None:
-            return ""
-        if isinstance(value, float):
-            if math.isnan(value):
-                return "nan"
-            return f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}".rstrip("0").rstrip(".")
-        return str(value)
-
-    text = [[cell(v) for v in row] for row in rows]
+    text = [[_cell(v) for v in row] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in text]) for i, c in enumerate(columns)]
     numeric = [all(isinstance(row[i], (int, float)) or row[i] is None for row in rows) for i in range(len(columns))]
     fmt = lambda values: "  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric))  # noqa: E731
     lines = [fmt(columns), "  ".join("-" * w for w in widths)]
     lines += [fmt(r) for r in text]
     return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}".rstrip("0").rstrip(".")
+    return str(value)
 
 
 def query(store: Store, sql: str) -> str:
@@ -93,11 +96,21 @@ def resolve(store: Store, search: str) -> str:
     return retrying(run)
 
 
-def seed_table(store: Store, search: str, metric: str = "top1") -> str:
-    """The paper's kind of table: per configuration, mean ± std of the final metric over seeds."""
+FORMATS = ("text", "markdown", "latex", "csv")
+
+
+def seed_table(store: Store, search: str, metric: str = "top1", fmt: str = "text") -> str:
+    """The paper's kind of table: per configuration, mean ± std of the final metric over seeds, the best
+    configuration marked (by the search's direction for its own metric; lowest for a loss, else highest).
+
+    ``fmt``: ``text`` (the terminal; the best mean starred), ``markdown`` and ``latex`` (for a paper or a
+    README; the best in bold), ``csv`` (mean and std as numbers, and a ``best`` column).
+    """
+    if fmt not in FORMATS:
+        raise KeyError(f"format {fmt!r}: allowed {', '.join(FORMATS)}")
     search_id = resolve(store, search)
 
-    def run() -> list[list[Any]]:
+    def run() -> tuple[list[str], list[tuple], str]:
         con = _search(store, search_id)
         params = [c for c in varied_columns(con) if c != "seed"]
         keys = ", ".join(f'"{c}"' for c in params) or "'all' AS configuration"
@@ -107,13 +120,44 @@ def seed_table(store: Store, search: str, metric: str = "top1") -> str:
             f"SELECT {keys}, avg({value}), stddev_samp({value}), count({value}), count(*) FILTER (WHERE status != 'completed') "
             f"FROM trials GROUP BY {group} ORDER BY {group}"
         ).fetchall()
-        return [params, rows]
+        own, mode = con.execute("SELECT metric, mode FROM searches").fetchall()[0]
+        return params, rows, mode if metric == own else ("min" if metric.startswith("loss") else "max")
 
-    params, rows = retrying(run)
-    columns = [*(params or ["configuration"]), f"{metric} mean ± std", "seeds", "not completed"]
-    out = []
-    for row in rows:
+    params, rows, mode = retrying(run)
+    means = [r[-4] for r in rows]
+    scored = [(m, i) for i, m in enumerate(means) if m is not None and not math.isnan(m)]
+    best = (max if mode == "max" else min)(scored, key=lambda s: s[0])[1] if scored else None  # ties: the first
+    names = params or ["configuration"]
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow([*names, f"{metric}_mean", f"{metric}_std", "seeds", "not_completed", "best"])
+        writer.writerows([*row, i == best] for i, row in enumerate(rows))
+        return out.getvalue()
+    columns = [*names, f"{metric} mean ± std", "seeds", "not completed"]
+    table = []
+    for i, row in enumerate(rows):
         *key, mean, std, n, unfinished = row
         cell = "" if mean is None else f"{mean:.1f}" + ("" if std is None else f" ± {std:.1f}")
-        out.append([*key, cell, n, unfinished])
-    return f"search {search_id}\n" + format_rows(columns, out)
+        table.append([*key, _mark(cell, fmt) if i == best else cell, n, unfinished])
+    if fmt == "text":
+        return f"search {search_id}\n" + format_rows(columns, table)
+    text = [[_cell(v) for v in row] for row in table]
+    if fmt == "markdown":
+        lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in text])
+    lines = [r"\begin{tabular}{" + "l" * len(names) + "r" * 3 + "}", r"\hline", _latex_row(columns), r"\hline"]
+    return "\n".join(lines + [_latex_row(row) for row in text] + [r"\hline", r"\end{tabular}"])
+
+
+def _mark(cell: str, fmt: str) -> str:
+    return {"text": f"{cell} *", "markdown": f"**{cell}**", "latex": f"\\textbf{{{cell}}}"}[fmt]
+
+
+def _latex_row(cells: Sequence[str]) -> str:
+    escaped = []
+    for cell in cells:
+        for char in "&%$#_":
+            cell = cell.replace(char, "\\" + char)
+        escaped.append(cell.replace("±", r"$\pm$"))
+    return " & ".join(escaped) + r" \\"

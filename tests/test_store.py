@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 import subprocess
 import sys
@@ -101,3 +103,21 @@ def test_results_command_starts_without_torch_or_ray(store: Store) -> None:
     assert "search s" in out.stdout and "LEAN" in out.stdout
     missing = subprocess.run([sys.executable, "-m", "results", "show", "nope", "--store", store.uri], capture_output=True, text=True, cwd=ROOT)
     assert missing.returncode == 2 and "no search 'nope'" in missing.stderr
+
+
+def test_seed_table_formats_mark_the_best_configuration(store: Store) -> None:
+    epoch(store, "b", 4, 50.0, 0.2)  # threshold 0.9 now ends at 50 against 0.5's 31.0 ± 1.4
+    markdown = seed_table(store, "demo", fmt="markdown").splitlines()
+    assert markdown[0] == "| threshold | top1 mean ± std | seeds | not completed |"
+    assert markdown[2:] == ["| 0.5 | 31.0 ± 1.4 | 2 | 0 |", "| 0.9 | **50.0** | 1 | 1 |"]
+    latex = seed_table(store, "demo", fmt="latex").splitlines()
+    assert latex[0] == r"\begin{tabular}{lrrr}" and latex[-1] == r"\end{tabular}"
+    assert r"0.5 & 31.0 $\pm$ 1.4 & 2 & 0 \\" in latex and r"0.9 & \textbf{50.0} & 1 & 1 \\" in latex
+    rows = list(csv.DictReader(io.StringIO(seed_table(store, "demo", fmt="csv"))))
+    assert [(r["threshold"], r["best"]) for r in rows] == [("0.5", "False"), ("0.9", "True")]
+    assert float(rows[0]["top1_mean"]) == 31.0 and float(rows[0]["top1_std"]) == pytest.approx(2**0.5)
+    # a loss is best lowest: 0.9 ends at 0.2 against 1/3
+    text = seed_table(store, "demo", metric="loss").splitlines()
+    assert [line.split()[0] for line in text[3:] if "*" in line] == ["0.9"]
+    with pytest.raises(KeyError, match="format 'html'"):
+        seed_table(store, "demo", fmt="html")
