@@ -3,6 +3,8 @@
     python -m results query "SELECT method, avg(final_top1) FROM trials GROUP BY method"
     python -m results show SEARCH_ID
     python -m results table tau --metric top1      # mean ± std over seeds per configuration
+    python -m results plot tau --out figures/tau   # PNG figures: ablation, learning curves, pseudo-labels, Optuna
+    python -m results report tau --out tau.html --baseline threshold=0.8   # one self-contained HTML page
     python -m results compact [SEARCH_ID ...]      # merge each search's small files (a search does it when it ends)
 """
 
@@ -11,6 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from results.page import write
+from results.plot import load, plot
 from results.report import FORMATS, query, seed_table, show
 from results.store import DEFAULT_STORE, Store
 from results.tables import compact
@@ -28,9 +32,18 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("search", help="a search id or name (the latest search of that name)")
     t.add_argument("--metric", default="top1")
     t.add_argument("--format", default="text", choices=FORMATS, help="markdown/latex for a paper or README, csv for a spreadsheet")
+    p = commands.add_parser("plot", help="PNG figures of a search (ablation, learning curves, pseudo-labels, Optuna)")
+    p.add_argument("search", help="a search id or name (the latest search of that name)")
+    p.add_argument("--out", help="folder of the figures (default figures/<search id>)")
+    p.add_argument("--metric", help="default: the search's own metric")
+    r = commands.add_parser("report", help="one self-contained HTML page: provenance, tables, baseline differences, figures")
+    r.add_argument("search", help="a search id or name (the latest search of that name)")
+    r.add_argument("--out", help="the HTML file (default <search id>.html)")
+    r.add_argument("--metric", help="default: the search's own metric")
+    r.add_argument("--baseline", help="the configuration others are compared with, seed by seed, e.g. method=supervised")
     c = commands.add_parser("compact", help="merge each search's parts into one file per table (latest rows only)")
     c.add_argument("search_ids", nargs="*", help="default: every search in the store")
-    for sub in (q, s, t, c):
+    for sub in (q, s, t, p, r, c):
         sub.add_argument("--store", default=DEFAULT_STORE, help=f"folder or URI of the tables (default {DEFAULT_STORE})")
     args = parser.parse_args(argv)
     store = Store(args.store)
@@ -43,6 +56,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{search_id}: " + ", ".join(f"{n} {table}" for table, n in kept.items()))
         elif args.command == "table":
             print(seed_table(store, args.search, args.metric, args.format))
+        elif args.command == "plot":
+            data = load(store, args.search)
+            for figure in plot(data, args.out or f"figures/{data.search_id}", args.metric):
+                print(f"{figure.path}: {figure.caption}")
+        elif args.command == "report":
+            data = load(store, args.search)
+            print(write(data, args.out or f"{data.search_id}.html", args.metric, args.baseline))
         else:
             print(show(store, args.search_id, args.metric))
     except KeyError as exc:

@@ -121,12 +121,10 @@ def seed_table(store: Store, search: str, metric: str = "top1", fmt: str = "text
             f"FROM trials GROUP BY {group} ORDER BY {group}"
         ).fetchall()
         own, mode = con.execute("SELECT metric, mode FROM searches").fetchall()[0]
-        return params, rows, mode if metric == own else ("min" if metric.startswith("loss") else "max")
+        return params, rows, direction(metric, own, mode)
 
     params, rows, mode = retrying(run)
-    means = [r[-4] for r in rows]
-    scored = [(m, i) for i, m in enumerate(means) if m is not None and not math.isnan(m)]
-    best = (max if mode == "max" else min)(scored, key=lambda s: s[0])[1] if scored else None  # ties: the first
+    best = best_index([r[-4] for r in rows], mode)
     names = params or ["configuration"]
     if fmt == "csv":
         out = io.StringIO()
@@ -148,6 +146,18 @@ def seed_table(store: Store, search: str, metric: str = "top1", fmt: str = "text
         return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in text])
     lines = [r"\begin{tabular}{" + "l" * len(names) + "r" * 3 + "}", r"\hline", _latex_row(columns), r"\hline"]
     return "\n".join(lines + [_latex_row(row) for row in text] + [r"\hline", r"\end{tabular}"])
+
+
+def direction(metric: str, own_metric: str, own_mode: str) -> str:
+    """Whether higher (``max``) or lower is better for ``metric``: the search's own direction for its metric,
+    lowest for a loss, else highest."""
+    return own_mode if metric == own_metric else ("min" if metric.startswith("loss") else "max")
+
+
+def best_index(means: Sequence[float | None], mode: str) -> int | None:
+    """The place of the best mean (ties: the first); None when no configuration has one."""
+    scored = [(m, i) for i, m in enumerate(means) if m is not None and not math.isnan(m)]
+    return (max if mode == "max" else min)(scored, key=lambda s: s[0])[1] if scored else None
 
 
 def _mark(cell: str, fmt: str) -> str:

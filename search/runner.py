@@ -142,6 +142,7 @@ def search_row(space: Space, search_id: str, store: Store, address: str | None, 
         "metric": space.spec.metric,
         "mode": space.spec.mode,
         "planned_trials": space.num_trials,
+        "resources": json.dumps(space.spec.resources.model_dump()),  # with --workers/--cpus-.../--gpus-... applied
         "status": "running",
         "started_at": (earlier.search or {}).get("started_at") or now(),
         "resumed_at": now() if earlier.search else None,

@@ -83,6 +83,26 @@ class Resources(_Strict):
     gpus_per_worker: float = Field(0.0, ge=0, description="fractional values share a GPU between workers")
 
 
+class Paper(_Strict):
+    """The paper's numbers for this space, which ``results plot`` and ``results report`` draw beside ours."""
+
+    source: str = Field(min_length=1, description="where they come from: table or figure, dataset, labeled fraction")
+    metric: str = "top1"
+    values: list[dict[str, Any]] = Field(
+        min_length=1, description="each: the varied keys that pick a configuration (a subset), and its 'value'"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> "Paper":
+        if self.metric not in METRICS:
+            raise ValueError(f"metric: {self.metric!r} is not a reported metric; allowed: {', '.join(METRICS)}")
+        for i, entry in enumerate(self.values):
+            value = entry.get("value")
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"values[{i}]: needs a numeric 'value' (the paper's number), got {value!r}")
+        return self
+
+
 class SpaceFile(_Strict):
     """The YAML file's top level."""
 
@@ -103,6 +123,7 @@ class SpaceFile(_Strict):
     resources: Resources = Field(default_factory=Resources)
     max_concurrent: int | None = Field(None, ge=1)
     max_failures: int = Field(0, ge=0, description="retries of a failed trial, resuming from its checkpoint")
+    paper: Paper | None = None
 
     @model_validator(mode="after")
     def _check(self) -> "SpaceFile":
@@ -125,6 +146,12 @@ class SpaceFile(_Strict):
             raise ValueError("num_samples: a pure grid runs every cell once per seed; add seeds instead")
         if self.scheduler.type == "none" and self.scheduler.max_t is not None:
             raise ValueError("scheduler.max_t: only for type 'asha'")
+        varied = set(self.space).union(*self.cells)
+        for i, entry in enumerate(self.paper.values if self.paper else []):
+            unknown = sorted(set(entry) - varied - {"value"})
+            if unknown:
+                allowed = ", ".join(sorted(varied)) or "none: nothing is varied"
+                raise ValueError(f"paper.values[{i}]: {', '.join(unknown)} not varied by this space; allowed: {allowed}")
         return self
 
     @property

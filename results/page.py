@@ -1,0 +1,258 @@
+"""``python -m results report``: one self-contained HTML page per search, for a person to read or send on.
+
+Everything is inside the file (styles, the figures as PNG data URIs): it opens from a mail attachment or an
+archive without the store or a network. It says where the numbers come from (space file, overrides, commit,
+versions), the mean ± std table, paired-by-seed differences to a baseline configuration, what each
+configuration cost, the figures of ``results.plot``, and every trial.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from results.plot import Cell, SearchData, same_value, value_text, plot
+from results.report import best_index, direction
+
+STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1200px; color: #222; padding: 0 1em; }
+h1 { font-size: 1.5em; margin-bottom: 0.2em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; font-size: 0.9em; margin: 0.5em 0; }
+th, td { padding: 0.25em 0.7em; border-bottom: 1px solid #eee; text-align: left; vertical-align: top; }
+td.n { text-align: right; font-variant-numeric: tabular-nums; }
+tr.best td { font-weight: bold; background: #eef6ee; }
+figure { margin: 1.5em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: 0.9em; color: #555; max-width: 900px; }
+.muted { color: #777; } pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
+"""
+
+
+class BaselineError(KeyError):
+    """A ``--baseline`` that does not pick exactly one configuration of the search."""
+
+
+@dataclass(frozen=True)
+class Paired:
+    """A configuration against the baseline on the seeds both ran: the differences and how many it wins."""
+
+    cell: Cell
+    diffs: list[float]
+    wins: int
+
+
+def parse_baseline(text: str) -> dict[str, Any]:
+    """``method=supervised`` or ``threshold=0.8,seed_free=…``: keys and YAML scalar values."""
+    out: dict[str, Any] = {}
+    for pair in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise BaselineError(f"--baseline takes key=value[,key=value], got {text!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def baseline_cell(data: SearchData, cells: Sequence[Cell], wanted: dict[str, Any]) -> Cell:
+    """The one configuration whose trials have every ``wanted`` value; a clear error listing them otherwise."""
+    found = [c for c in cells if all(same_value(c.trials[0].get(k), v) for k, v in wanted.items())]
+    unknown = [k for k in wanted if k not in data.trials[0]] if data.trials else list(wanted)
+    if unknown or len(found) != 1:
+        what = f"unknown keys {', '.join(unknown)}" if unknown else f"matches {len(found)} configurations"
+        listed = "; ".join(data.label(c.key, short=False) for c in cells)
+        raise BaselineError(f"--baseline {_pairs(wanted)}: {what}; the configurations are: {listed}")
+    return found[0]
+
+
+def paired(cells: Sequence[Cell], base: Cell, mode: str) -> list[Paired]:
+    """Each other configuration minus the baseline, seed by seed (only seeds both have a final value for)."""
+    by_seed = {t.get("seed"): v for v, t in base.scored}
+    out = []
+    for cell in cells:
+        if cell is base:
+            continue
+        diffs = [v - by_seed[t.get("seed")] for v, t in cell.scored if t.get("seed") in by_seed]
+        wins = sum(d > 0 if mode == "max" else d < 0 for d in diffs)
+        out.append(Paired(cell, diffs, wins))
+    return out
+
+
+def resources(data: SearchData) -> dict[str, float]:
+    """Per trial: workers, CPUs and GPUs per worker, as the search ran them (older searches: the space file's)."""
+    found = data.search.get("resources")
+    given = json.loads(found) if found else (data.space.get("resources") or {})
+    return {"workers": float(given.get("workers", 1)), "cpus_per_worker": float(given.get("cpus_per_worker", 1.0)),
+            "gpus_per_worker": float(given.get("gpus_per_worker", 0.0))}  # fmt: skip
+
+
+def render(data: SearchData, metric: str | None = None, baseline: str | None = None) -> str:
+    """The whole page as one HTML string."""
+    metric = metric or data.metric
+    mode = direction(metric, data.metric, data.mode)
+    cells = data.cells(metric)
+    base = baseline_cell(data, cells, parse_baseline(baseline)) if baseline else None  # fails before any drawing
+    with tempfile.TemporaryDirectory() as folder:
+        figures = [(f, base64.b64encode(f.path.read_bytes()).decode()) for f in plot(data, folder, metric)]
+    search = data.search
+    name = search.get("name") or data.search_id
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{_e(name)}: {_e(data.search_id)}</title><style>{STYLE}</style></head><body>",
+        f"<h1>{_e(name)}</h1>",
+        f'<p class="muted">search <code>{_e(data.search_id)}</code>, {_e(search.get("status"))}; '
+        f"{len(data.trials)} of {_e(search.get('planned_trials'))} planned trials; metric {_e(search.get('metric'))} "
+        f"({_e(search.get('mode'))})</p>",
+    ]
+    if data.space.get("description"):
+        parts.append(f"<p>{_e(data.space['description'])}</p>")
+    parts += _provenance(data)
+    parts += _results(data, cells, metric, mode)
+    parts += _baseline(data, cells, base, metric, mode)
+    parts.append('<h2 id="figures">Figures</h2>')
+    for figure, encoded in figures:
+        parts.append(
+            f'<figure><img alt="{_e(figure.path.name)}" src="data:image/png;base64,{encoded}">'
+            f"<figcaption><code>{_e(figure.path.name)}</code>: {_e(figure.caption)}</figcaption></figure>"
+        )
+    if not figures:
+        parts.append('<p class="muted">No epoch has been reported yet.</p>')
+    parts += _trials(data, metric)
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _provenance(data: SearchData) -> list[str]:
+    search = data.search
+    overrides = json.loads(search.get("overrides") or "{}")
+    versions = json.loads(search.get("versions") or "{}")
+    res = resources(data)
+    rows = [
+        ("space file", search.get("space_file")),
+        ("space hash", search.get("space_hash")),
+        ("overrides (--set)", ", ".join(f"{k}={v}" for k, v in overrides.items()) or "none"),
+        ("seeds", search.get("seeds")),
+        ("resources per trial", f"{res['workers']:g} worker(s) × {res['cpus_per_worker']:g} CPU"
+         + (f" + {res['gpus_per_worker']:g} GPU" if res["gpus_per_worker"] else "")),
+        ("git commit", search.get("git_commit") or "unknown (not run from a git checkout)"),
+        ("versions", ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))),
+        ("started", search.get("started_at")), ("resumed", search.get("resumed_at")), ("ended", search.get("ended_at")),
+        ("Ray", search.get("ray_address")), ("store", search.get("store")),
+    ]  # fmt: skip
+    out = ['<h2 id="provenance">Provenance</h2>', "<table>"]
+    out += [f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows if v is not None]
+    out.append("</table>")
+    out.append(f"<details><summary>the space file as run</summary><pre>{_e(search.get('space_yaml') or '')}</pre></details>")
+    return out
+
+
+def _results(data: SearchData, cells: Sequence[Cell], metric: str, mode: str) -> list[str]:
+    res = resources(data)
+    gpus = res["workers"] * res["gpus_per_worker"]
+    cpus = res["workers"] * res["cpus_per_worker"]
+    best = best_index([c.mean for c in cells], mode)
+    heads = [*(data.params or ["configuration"]), f"{metric} mean ± std", "seeds", "not completed", "trial-hours", "CPU-hours"]
+    heads += ["GPU-hours"] if gpus else []
+    out = [
+        f'<h2 id="results">Final {_e(metric)} per configuration</h2>',
+        f'<p class="muted">Mean ± sample std over seeds of the last reported epoch; best ({_e(mode)}) in bold. Cost: '
+        "the wall time of every trial of the configuration, times the CPUs"
+        + (" and GPUs" if gpus else "") + " each trial held.</p>",
+        "<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in heads) + "</tr>",
+    ]
+    for i, cell in enumerate(cells):
+        hours = sum(t.get("wall_s") or 0.0 for t in cell.trials) / 3600
+        key = [_e(value_text(v)) for v in cell.key] or ["all trials"]
+        values = [_mean_std(cell.mean, cell.std), len(cell.scored), cell.unfinished, f"{hours:.3f}", f"{hours * cpus:.3f}"]
+        values += [f"{hours * gpus:.3f}"] if gpus else []
+        row = '<tr class="best">' if i == best else "<tr>"
+        out.append(
+            row + "".join(f"<td>{k}</td>" for k in key)
+            + "".join(f'<td class="n">{_e(v)}</td>' for v in values) + "</tr>"
+        )  # fmt: skip
+    total = sum(t.get("wall_s") or 0.0 for t in data.trials) / 3600
+    out.append("</table>")
+    out.append(f'<p class="muted">All trials: {total:.3f} trial-hours, {total * cpus:.3f} CPU-hours'
+               + (f", {total * gpus:.3f} GPU-hours" if gpus else "") + ".</p>")  # fmt: skip
+    return out
+
+
+def _baseline(data: SearchData, cells: Sequence[Cell], base: Cell | None, metric: str, mode: str) -> list[str]:
+    out = ['<h2 id="baseline">Against a baseline, paired by seed</h2>']
+    if base is None:
+        example = f"{data.params[0]}={value_text(cells[0].key[0])}" if data.params and cells else "method=supervised"
+        out.append(f'<p class="muted">No baseline chosen: <code>python -m results report … --baseline {_e(example)}</code> '
+                   "adds each configuration's difference to it, seed by seed.</p>")  # fmt: skip
+        return out
+    out.append(
+        f"<p>Baseline: <b>{_e(data.label(base.key, short=False))}</b> ({_mean_std(base.mean, base.std)} {_e(metric)}). "
+        f"Each row: the configuration's final {_e(metric)} minus the baseline's on the same seed, mean ± std over "
+        f"the seeds both have, and on how many of them the configuration is better ({_e(mode)}).</p>"
+    )
+    out.append(
+        "<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in [*(data.params or ["configuration"]), "difference", "wins", "per seed"]) + "</tr>"
+    )
+    for pair in paired(cells, base, mode):
+        n = len(pair.diffs)
+        mean = sum(pair.diffs) / n if n else math.nan
+        std = math.sqrt(sum((d - mean) ** 2 for d in pair.diffs) / (n - 1)) if n > 1 else math.nan
+        per_seed = ", ".join(f"{d:+.2f}" for d in pair.diffs)
+        out.append(
+            "<tr>" + "".join(f"<td>{_e(value_text(v))}</td>" for v in pair.cell.key)
+            + f'<td class="n">{_e(_mean_std(mean, std, signed=True))}</td><td class="n">{pair.wins} of {n}</td>'
+            + f"<td>{_e(per_seed)}</td></tr>"
+        )  # fmt: skip
+    out.append("</table>")
+    return out
+
+
+def _trials(data: SearchData, metric: str) -> list[str]:
+    heads = ["trial", *data.params, "seed", "status", "epochs", f"final {metric}", f"best {metric}", "wall s"]
+    out = ['<h2 id="trials">Trials</h2>', "<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in heads) + "</tr>"]
+    for t in data.trials:
+        cells = [t["trial_id"], *(value_text(t.get(p)) for p in data.params), t.get("seed"), t.get("status")]
+        numbers = [t.get("epochs_run"), t.get(f"final_{metric}"), t.get(f"best_{metric}"), t.get("wall_s")]
+        out.append(
+            "<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells)
+            + "".join(f'<td class="n">{_e(_number(v))}</td>' for v in numbers) + "</tr>"
+        )  # fmt: skip
+    out.append("</table>")
+    return out
+
+
+def write(data: SearchData, out: str | Path, metric: str | None = None, baseline: str | None = None) -> Path:
+    """Render and write the page atomically (a reader never sees half a page)."""
+    out = Path(out)
+    page = render(data, metric, baseline)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(out)
+    return out
+
+
+def _mean_std(mean: float, std: float, signed: bool = False) -> str:
+    if math.isnan(mean):
+        return "no value"
+    text = f"{mean:+.2f}" if signed else f"{mean:.2f}"
+    return text if math.isnan(std) else f"{text} ± {std:.2f}"
+
+
+def _number(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def _pairs(wanted: dict[str, Any]) -> str:
+    return ",".join(f"{k}={v}" for k, v in wanted.items())
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value))
