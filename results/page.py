@@ -83,12 +83,14 @@ def paired(cells: Sequence[Cell], base: Cell, mode: str) -> list[Paired]:
     return out
 
 
-def resources(data: SearchData) -> dict[str, float]:
-    """Per trial: workers, CPUs and GPUs per worker, as the search ran them (older searches: the space file's)."""
+def resources(data: SearchData) -> dict[str, float] | None:
+    """Per trial: workers, CPUs and GPUs per worker, as the search ran them (``--workers`` etc. applied); None for
+    a search from before the searches table recorded them (its space file's may not be what ran)."""
     found = data.search.get("resources")
-    given = json.loads(found) if found else (data.space.get("resources") or {})
-    return {"workers": float(given.get("workers", 1)), "cpus_per_worker": float(given.get("cpus_per_worker", 1.0)),
-            "gpus_per_worker": float(given.get("gpus_per_worker", 0.0))}  # fmt: skip
+    if not found:
+        return None
+    given = json.loads(found)
+    return {k: float(given[k]) for k in ("workers", "cpus_per_worker", "gpus_per_worker")}
 
 
 def render(data: SearchData, metric: str | None = None, baseline: str | None = None) -> str:
@@ -138,7 +140,8 @@ def _provenance(data: SearchData) -> list[str]:
         ("space hash", search.get("space_hash")),
         ("overrides (--set)", ", ".join(f"{k}={v}" for k, v in overrides.items()) or "none"),
         ("seeds", search.get("seeds")),
-        ("resources per trial", f"{res['workers']:g} worker(s) × {res['cpus_per_worker']:g} CPU"
+        ("resources per trial", "not recorded by this search" if res is None else
+         f"{res['workers']:g} worker(s) × {res['cpus_per_worker']:g} CPU"
          + (f" + {res['gpus_per_worker']:g} GPU" if res["gpus_per_worker"] else "")),
         ("git commit", search.get("git_commit") or "unknown (not run from a git checkout)"),
         ("versions", ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))),
@@ -154,23 +157,23 @@ def _provenance(data: SearchData) -> list[str]:
 
 def _results(data: SearchData, cells: Sequence[Cell], metric: str, mode: str) -> list[str]:
     res = resources(data)
-    gpus = res["workers"] * res["gpus_per_worker"]
-    cpus = res["workers"] * res["cpus_per_worker"]
+    cpus = res["workers"] * res["cpus_per_worker"] if res else 0.0  # 0: not recorded, no column
+    gpus = res["workers"] * res["gpus_per_worker"] if res else 0.0
     best = best_index([c.mean for c in cells], mode)
-    heads = [*(data.params or ["configuration"]), f"{metric} mean ± std", "seeds", "not completed", "trial-hours", "CPU-hours"]
-    heads += ["GPU-hours"] if gpus else []
+    heads = [*(data.params or ["configuration"]), f"{metric} mean ± std", "seeds", "not completed", "trial-hours"]
+    heads += (["CPU-hours"] if cpus else []) + (["GPU-hours"] if gpus else [])
     out = [
         f'<h2 id="results">Final {_e(metric)} per configuration</h2>',
         f'<p class="muted">Mean ± sample std over seeds of the last reported epoch; best ({_e(mode)}) in bold. Cost: '
-        "the wall time of every trial of the configuration, times the CPUs"
-        + (" and GPUs" if gpus else "") + " each trial held.</p>",
+        "the wall time of every trial of the configuration"
+        + (", times the CPUs" + (" and GPUs" if gpus else "") + " each trial held" if cpus else "") + ".</p>",
         "<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in heads) + "</tr>",
     ]
     for i, cell in enumerate(cells):
         hours = sum(t.get("wall_s") or 0.0 for t in cell.trials) / 3600
         key = [_e(value_text(v)) for v in cell.key] or ["all trials"]
-        values = [_mean_std(cell.mean, cell.std), len(cell.scored), cell.unfinished, f"{hours:.3f}", f"{hours * cpus:.3f}"]
-        values += [f"{hours * gpus:.3f}"] if gpus else []
+        values = [_mean_std(cell.mean, cell.std), len(cell.scored), cell.unfinished, f"{hours:.3f}"]
+        values += ([f"{hours * cpus:.3f}"] if cpus else []) + ([f"{hours * gpus:.3f}"] if gpus else [])
         row = '<tr class="best">' if i == best else "<tr>"
         out.append(
             row + "".join(f"<td>{k}</td>" for k in key)
@@ -178,7 +181,8 @@ def _results(data: SearchData, cells: Sequence[Cell], metric: str, mode: str) ->
         )  # fmt: skip
     total = sum(t.get("wall_s") or 0.0 for t in data.trials) / 3600
     out.append("</table>")
-    out.append(f'<p class="muted">All trials: {total:.3f} trial-hours, {total * cpus:.3f} CPU-hours'
+    out.append(f'<p class="muted">All trials: {total:.3f} trial-hours'
+               + (f", {total * cpus:.3f} CPU-hours" if cpus else "")
                + (f", {total * gpus:.3f} GPU-hours" if gpus else "") + ".</p>")  # fmt: skip
     return out
 

@@ -236,16 +236,19 @@ def _per_epoch(data: SearchData, panels: list[tuple[str, str]], title: str) -> F
     styles = _trial_styles(data)
     cols = 2 if len(panels) > 1 else 1
     rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(6.0 * cols, 3.6 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.0 * cols, 3.6 * rows), squeeze=False, sharex=True)
     for ax, (column, name) in zip(axes.flat, panels):
         for trial in data.trials:
-            points = [(e["epoch"], e[column]) for e in data.curves(trial["trial_id"]) if _real(e.get(column))]
-            if not points:
+            trial_epochs = data.curves(trial["trial_id"])
+            if not any(_real(e.get(column)) for e in trial_epochs):
                 continue
+            # NaN (no pseudo-label passed, so no accuracy) leaves a gap; a lone value still shows as a point
+            values = [e[column] if _real(e.get(column)) else math.nan for e in trial_epochs]
             colour, style = styles[trial["trial_id"]]
-            ax.plot(*zip(*points), style, color=colour, lw=1.4, alpha=0.9)
-            end = {"completed": "o", "stopped": "X"}.get(trial.get("status"), "s")
-            ax.plot(*points[-1], end, color=colour, ms=7 if end == "X" else 4, mec="black" if end == "X" else colour)
+            ax.plot([e["epoch"] for e in trial_epochs], values, style, marker=".", ms=5, color=colour, lw=1.4, alpha=0.9)
+            if _real(values[-1]):  # how the trial ended, at its last epoch
+                end = {"completed": "o", "stopped": "X"}.get(trial.get("status"), "s")
+                ax.plot(trial_epochs[-1]["epoch"], values[-1], end, color=colour, ms=7 if end == "X" else 4, mec="black" if end == "X" else colour)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -44,7 +44,7 @@ def render(url: str, expression: str, screenshot: Path, width: int = 1300, heigh
     profile = tempfile.mkdtemp(prefix="chromium-")
     proc = subprocess.Popen(
         [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
-         f"--user-data-dir={profile}", "--remote-debugging-port=0", f"--window-size={width},{height}", url],
+         f"--user-data-dir={profile}", "--remote-debugging-port=0", f"--window-size={width},{height}", "about:blank"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     try:
@@ -53,13 +53,13 @@ def render(url: str, expression: str, screenshot: Path, width: int = 1300, heigh
         pages = wait_for(
             lambda: [t for t in get_json(f"http://127.0.0.1:{port}/json/list") if t["type"] == "page"], timeout, "the page"
         )
-        return asyncio.run(_inspect(pages[0]["webSocketDebuggerUrl"], expression, screenshot, timeout))
+        return asyncio.run(_inspect(pages[0]["webSocketDebuggerUrl"], url, expression, screenshot, timeout))
     finally:
         kill_tree(proc, signal.SIGTERM)
         shutil.rmtree(profile, ignore_errors=True)
 
 
-async def _inspect(ws_url: str, expression: str, screenshot: Path, timeout: float) -> Any:
+async def _inspect(ws_url: str, url: str, expression: str, screenshot: Path, timeout: float) -> Any:
     async with aiohttp.ClientSession() as session, session.ws_connect(ws_url, max_msg_size=0) as ws:
         calls = iter(range(1, 1_000_000))
 
@@ -79,8 +79,9 @@ async def _inspect(ws_url: str, expression: str, screenshot: Path, timeout: floa
                 raise RuntimeError(f"{text}: {result['exceptionDetails']}")
             return result["result"].get("value")
 
+        await call("Page.navigate", url=url)
         deadline = time.monotonic() + timeout
-        while await evaluate("document.readyState") != "complete":
+        while await evaluate("location.href + ' ' + document.readyState") != f"{url} complete":
             if time.monotonic() > deadline:
                 raise TimeoutError("the page did not finish loading")
             await asyncio.sleep(0.1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import subprocess
 import sys
@@ -13,6 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from results.page import write
+from results.plot import load as load_search
+from results.plot import plot
 from results.report import query, seed_table, show
 from results.store import Store
 from search.space import SpaceError, load
@@ -169,6 +173,12 @@ def test_search_runs_concurrent_trainer_trials_and_writes_parquet(ray_local: str
     table = seed_table(store, "tiny", "mask_rate_primary").splitlines()
     assert table[0] == f"search {search_id}"
     assert any(line.split()[:4] == ["0", "1.0", "±", "0.0"] for line in table[3:]), table
+    # the figures and the HTML page read the same tables: threshold 1 accepts nothing on either seed
+    data = load_search(store, search_id)
+    names = [f.path.name for f in plot(data, tmp_path / "figures")]
+    assert names == ["ablation_mask_rate_primary.png", "curves_mask_rate_primary.png", "pseudo_labels.png"]
+    page = re.sub(r"<[^>]+>", " ", write(data, tmp_path / "report.html", baseline="threshold=0").read_text())
+    assert "-1.00 ± 0.00" in page and "0 of 2" in page and "tiny-search" in page
 
 
 def test_processes_of_the_local_instance_reach_its_own_state_api(ray_local: str) -> None:
