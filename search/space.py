@@ -186,10 +186,17 @@ class Space:
         return self.spec.scheduler.max_t or self.epochs
 
     def grid_cells(self) -> list[dict[str, Any]]:
-        """Every explicit cell crossed with every combination of the grid parameters (one empty cell if none)."""
+        """Every explicit cell crossed with every combination of the grid parameters (one empty cell if none).
+
+        Every cell sets every key that any cell sets, the base config's value where the file's cell is silent:
+        Tune declares such a key as a choice (``search.tune.param_space``) and would draw it at random for a
+        point that lacks it (``beta`` of a ``cmpl`` row, when other rows set ``beta``).
+        """
         grid = {k: p.values for k, p in self.spec.space.items() if p.kind == "grid"}
         combos = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
-        return [{**cell, **combo} for cell in (self.spec.cells or [{}]) for combo in combos]
+        cells = self.spec.cells or [{}]
+        shared = {k: self.base.get(k, TrainConfig.model_fields[k].default) for k in set().union(*cells)}
+        return [{**shared, **cell, **combo} for cell in cells for combo in combos]
 
     def grid_points(self) -> list[dict[str, Any]]:
         """A grid search's trials: every cell on every seed, ``num_samples`` times (other keys are sampled)."""
