@@ -190,14 +190,16 @@ def ablation(data: SearchData, metric: str) -> tuple[Figure, str, str] | None:
     source = (data.space.get("paper") or {}).get("source", "")
     keys = [c.key for c in cells]
     numeric = len(data.params) == 1 and all(_number(k[0]) for k in keys)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(keys) + 3), 4.5))
+    fig, ax = plt.subplots(figsize=(max(6.0, (0.9 if numeric else 1.4) * len(keys) + 3), 4.5))
     xs = [float(k[0]) for k in keys] if numeric else list(range(len(keys)))
     width = 0.38 if paper else 0.6
+    offset = width / 2 if paper and not numeric else 0.0  # our bar left of the paper's
     means = [c.mean for c in cells]
     stds = [0.0 if math.isnan(c.std) else c.std for c in cells]
     for x, cell in zip(xs, cells):
         for v, t in cell.scored:  # each seed, a cross where the trial did not complete (ASHA, an error)
-            ax.plot([x], [v], "o" if t.get("status") == "completed" else "x", color="0.25", ms=4, alpha=0.8, zorder=3)
+            done = t.get("status") == "completed"
+            ax.plot([x - offset], [v], "o" if done else "x", color="0.25", ms=4, alpha=0.8, zorder=3)
     seeds = max(len(c.scored) for c in cells)
     ours = f"ours: mean ± std over {seeds} seed{'s' if seeds > 1 else ''} ({data.search.get('name')})"
     if numeric:
@@ -207,12 +209,12 @@ def ablation(data: SearchData, metric: str) -> tuple[Figure, str, str] | None:
             ax.plot(px, [paper[k] for k in keys if k in paper], "*", color="C3", ms=14, label=f"paper: {source}", zorder=4)
         ax.set_xlabel(data.params[0])
     else:
-        offset = width / 2 if paper else 0.0
         ax.bar([x - offset for x in xs], means, width, yerr=stds, capsize=4, color="C0", alpha=0.75, label=ours)
         if paper:
             px = [x + offset for x, k in zip(xs, keys) if k in paper]
             ax.bar(px, [paper[k] for k in keys if k in paper], width, color="none", edgecolor="C3", hatch="//", label=f"paper: {source}")
-        ax.set_xticks(xs, [data.label(k, short=False).replace(", ", "\n") for k in keys], fontsize=8)
+        ax.set_xticks(xs, ["\n".join(value_text(v) for v in k) or "all trials" for k in keys], fontsize=8)
+        ax.set_xlabel(" / ".join(data.params))
     ax.set_ylabel(f"final {metric}")
     ax.set_title(f"{data.search.get('name')}: final {metric} per configuration", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
