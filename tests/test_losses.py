@@ -7,7 +7,17 @@ import math
 import pytest
 import torch
 
-from trainable.losses import contrastive_loss, cross_pseudo_label_loss, symmetric_contrastive_loss
+from trainable.losses import (
+    contrastive_loss,
+    cross_pseudo_label_loss,
+    distillation_loss,
+    distinctive_pooled_loss,
+    distinctive_unpooled_loss,
+    invariant_loss,
+    symmetric_contrastive_loss,
+    teacher_mix,
+    temporal_similarity,
+)
 
 
 def reference_pseudo_label_loss(student: torch.Tensor, teacher: torch.Tensor, threshold: float) -> tuple[float, list[bool]]:
@@ -136,3 +146,72 @@ def test_global_negatives_split_a_batch_into_parts_whose_mean_is_the_whole_loss(
     parts = [loss(zp[i : i + 2], za[i : i + 2], 0.5, everyone._replace(offset=i)) for i in (0, 2, 4)]
     assert (sum(parts) / 3).item() == pytest.approx(loss(zp, za, 0.5).item(), rel=1e-6)  # float32 inside
     assert parts[0].item() != pytest.approx(loss(zp[:2], za[:2], 0.5).item())  # local negatives differ
+
+
+# TimeBalance: hand-computed values on vectors whose cosines are 0 or 1, and loop-over-terms transcriptions.
+LN2_MINUS_1 = math.log(2.0) - 1.0
+
+
+def _h(u: list[float], v: list[float], temperature: float) -> float:
+    cos = sum(a * b for a, b in zip(u, v)) / (math.sqrt(sum(a * a for a in u)) * math.sqrt(sum(b * b for b in v)))
+    return math.exp(cos / temperature)
+
+
+def test_timebalance_losses_on_hand_computed_cases() -> None:
+    e0, e1 = [1.0, 0.0], [0.0, 1.0]
+    # two videos whose two clips are equal: positive h = e, negatives the other video's two clips, h = 1 each
+    assert invariant_loss(torch.tensor([[e0, e0], [e1, e1]]), 1.0).item() == pytest.approx(LN2_MINUS_1)
+    # one video of two orthogonal clips, augmented copies equal: positive e, negatives 1 + 1
+    z = torch.tensor([[e0, e1]])
+    assert distinctive_pooled_loss(z, z.clone(), 1.0).item() == pytest.approx(LN2_MINUS_1)
+    # aligned slice e, the other 1: −log(e / (e + 1)) both ways
+    assert distinctive_unpooled_loss(z, z.clone(), 1.0).item() == pytest.approx(math.log(1 + math.exp(-1)))
+    # s: invariant teacher sees the same clip twice (cos 1), distinctive two orthogonal ones (cos 0): (1+1+0+0)/4
+    assert temporal_similarity(torch.tensor([[e0, e0]]), z).tolist() == pytest.approx([0.5])
+    assert temporal_similarity(torch.tensor([[e0, [-1.0, 0.0]]]), torch.tensor([[e0, [-1.0, 0.0]]])).tolist() == [0.0]  # clamped
+    assert teacher_mix(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]), torch.tensor([0.25])).tolist() == [[0.25, 0.75]]
+    # student uniform over 2 classes, teacher certain: 0.5² + 0.5²
+    assert distillation_loss(torch.zeros(1, 2), torch.tensor([[1.0, 0.0]])).item() == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_timebalance_contrastive_losses_match_loops(seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    videos, clips, temperature = 3, 4, 0.1
+    z, za = torch.randn(videos, clips, 6, generator=g), torch.randn(videos, clips, 6, generator=g)
+    zl, zal = z.tolist(), za.tolist()
+    invariant = [
+        -math.log(_h(zl[i][t1], zl[i][t2], temperature) / sum(
+            _h(zl[i][t1], zl[j][t1], temperature) + _h(zl[i][t1], zl[j][t2], temperature) for j in range(videos) if j != i))
+        for i in range(videos) for t1 in range(clips) for t2 in range(clips) if t1 != t2
+    ]  # fmt: skip
+    assert invariant_loss(z, temperature).item() == pytest.approx(sum(invariant) / len(invariant), rel=1e-4)
+    pooled = [
+        -math.log(_h(zl[i][t1], zal[i][t1], temperature) / sum(
+            _h(zl[i][t1], zl[i][t2], temperature) + _h(zl[i][t1], zal[i][t2], temperature) for t2 in range(clips) if t2 != t1))
+        for i in range(videos) for t1 in range(clips)
+    ]  # fmt: skip
+    assert distinctive_pooled_loss(z, za, temperature).item() == pytest.approx(sum(pooled) / len(pooled), rel=1e-4)
+    unpooled = [
+        -math.log(_h(a[i][t], b[i][t], temperature) / sum(_h(a[i][t], b[i][u], temperature) for u in range(clips)))
+        for a, b in ((zl, zal), (zal, zl)) for i in range(videos) for t in range(clips)
+    ]  # fmt: skip
+    assert distinctive_unpooled_loss(z, za, temperature).item() == pytest.approx(sum(unpooled) / len(unpooled), rel=1e-4)
+    # s at T = 1: log h is the cosine
+    expected = [min(1.0, max(0.0, sum(math.log(_h(x[i][t1], x[i][t2], 1.0)) for x in (zl, zal) for t1 in range(clips)
+                                      for t2 in range(clips) if t1 != t2) / (2 * clips * (clips - 1)))) for i in range(videos)]  # fmt: skip
+    assert temporal_similarity(z, za).tolist() == pytest.approx(expected, abs=1e-5)
+
+
+def test_timebalance_losses_refuse_what_has_no_negatives() -> None:
+    with pytest.raises(ValueError, match="2\\+ videos"):
+        invariant_loss(torch.randn(1, 4, 3), 0.1)
+    with pytest.raises(ValueError, match="2\\+ clips"):
+        distinctive_pooled_loss(torch.randn(2, 1, 3), torch.randn(2, 1, 3), 0.1)
+
+
+def test_distillation_teaches_only_the_student() -> None:
+    student = torch.randn(4, 5, requires_grad=True)
+    teacher = torch.randn(4, 5, requires_grad=True)
+    distillation_loss(student, teacher.softmax(-1)).backward()
+    assert student.grad is not None and student.grad.abs().sum() > 0 and teacher.grad is None
