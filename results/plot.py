@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,7 +29,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
-from results.report import _search, resolve, varied_columns  # noqa: E402
+from results.report import open_search, resolve, varied_columns  # noqa: E402
 from results.store import Store  # noqa: E402
 from results.tables import retrying  # noqa: E402
 
@@ -97,7 +98,15 @@ class SearchData:
         return out
 
     def curves(self, trial_id: str) -> list[dict[str, Any]]:
-        return sorted((e for e in self.epochs if e["trial_id"] == trial_id), key=lambda e: e["epoch"])
+        """The trial's epoch rows in epoch order."""
+        return self._by_trial.get(trial_id, [])
+
+    @cached_property
+    def _by_trial(self) -> dict[str, list[dict[str, Any]]]:
+        grouped: dict[str, list[dict[str, Any]]] = {}
+        for row in self.epochs:  # read in (trial, epoch) order
+            grouped.setdefault(row["trial_id"], []).append(row)
+        return grouped
 
 
 @dataclass(frozen=True)
@@ -120,7 +129,7 @@ def load(store: Store, search: str) -> SearchData:
     search_id = resolve(store, search)
 
     def run() -> SearchData:
-        con = _search(store, search_id)
+        con = open_search(store, search_id)
         [row] = con.sql("SELECT * FROM searches").to_arrow_table().to_pylist()
         trials = con.sql("SELECT * FROM trials ORDER BY started_at, trial_id").to_arrow_table().to_pylist()
         epochs = con.sql("SELECT * FROM epochs ORDER BY trial_id, epoch").to_arrow_table().to_pylist()

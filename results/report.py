@@ -54,7 +54,7 @@ def varied_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [name for name in trials.column_names if name in _CONFIG and len(set(map(str, trials.column(name).to_pylist()))) > 1]
 
 
-def _search(store: Store, search_id: str) -> duckdb.DuckDBPyConnection:
+def open_search(store: Store, search_id: str) -> duckdb.DuckDBPyConnection:
     """A connection that reads only this search's files."""
     if search_id not in store.searches():
         raise KeyError(f"no search {search_id!r} in {store.uri}; searches: {', '.join(store.searches()) or 'none'}")
@@ -65,7 +65,7 @@ def show(store: Store, search_id: str, metric: str | None = None, mode: str | No
     """The search's trials, best first by the search's metric, with what varied and how each trial ended."""
 
     def run() -> str:
-        con = _search(store, search_id)
+        con = open_search(store, search_id)
         found = con.execute("SELECT metric, mode FROM searches").fetchall()
         chosen, direction = metric or found[0][0], mode or found[0][1]
         params = [c for c in varied_columns(con) if c != "seed"]
@@ -111,7 +111,7 @@ def seed_table(store: Store, search: str, metric: str = "top1", fmt: str = "text
     search_id = resolve(store, search)
 
     def run() -> tuple[list[str], list[tuple], str]:
-        con = _search(store, search_id)
+        con = open_search(store, search_id)
         params = [c for c in varied_columns(con) if c != "seed"]
         keys = ", ".join(f'"{c}"' for c in params) or "'all' AS configuration"
         group = ", ".join(f'"{c}"' for c in params) or "1"
