@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from trainable.data import sampling, transforms
-from trainable.data.datasets import ClipSpec, EvalClips, TrainClips
+from trainable.data.datasets import ClipSpec, ConsecutiveClips, EvalClips, TrainClips, consecutive_clips
+from trainable.data.index import VideoRecord
 from trainable.data.splits import labeled_split
 from trainable.data.synthetic import MOTIONS, SyntheticSpec, ensure_synthetic, render
 from trainable.data.ucf101 import read_ucf101
@@ -338,3 +339,26 @@ def test_fused_normalisation_equals_torchvisions() -> None:
     clips = video.as_subclass(torch.Tensor).permute(1, 0, 2, 3)  # (C, T, H, W) strides: the output is contiguous anyway
     permuted = transforms.normalise(clips, channel_dim=0)
     assert permuted.is_contiguous() and torch.allclose(permuted, reference.as_subclass(torch.Tensor).permute(1, 0, 2, 3), atol=1e-5)
+
+
+def test_consecutive_clips_tile_a_stretch_and_the_long_clip_lines_up_with_them(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        *local, long = consecutive_clips(100, ClipSpec(4, 2), 3, rng)
+        start = local[0][0]
+        assert [c.tolist() for c in local] == [list(range(start + 8 * t, start + 8 * t + 8, 2)) for t in range(3)]
+        assert long.tolist() == list(range(start, start + 24, 6)) and long[-1] <= local[-1][-1]  # within the stretch
+    # 6 long frames in 3 parts of 2: part t starts with clip t's first frame
+    *local, long = consecutive_clips(1000, ClipSpec(6, 2), 3, np.random.default_rng(1))
+    assert [long[2 * t] for t in range(3)] == [clip[0] for clip in local]
+    # a video shorter than the stretch loops, as every clip does
+    assert all(c.max() < 10 for c in consecutive_clips(10, ClipSpec(4, 2), 3, rng))
+    path = tmp_path / "clip.avi"
+    encode(path, 60, "mpeg4", gop=12)
+    record = VideoRecord(path=str(path), label=0, name="clip.avi")
+    crop = transforms.geometric(transforms.SpatialOptions(input_size=24, scale_min=24, scale_max=28))
+    item = ConsecutiveClips([record], VideoReader(), ClipSpec(4, 2), 3, crop)[0]
+    assert item["clips_a"].shape == item["clips_b"].shape == (3, 4, 24, 24, 3) and item["long"].shape == (4, 24, 24, 3)
+    assert item["clips_a"].dtype == torch.uint8 and not torch.equal(item["clips_a"], item["clips_b"])  # two augmentations
+    with pytest.raises(ValueError, match="n must be at least 2"):
+        ConsecutiveClips([record], VideoReader(), ClipSpec(4, 2), 1, crop)

@@ -119,3 +119,37 @@ class EvalClips(_Videos):
             mine = clips[m * self.views_clips : (m + 1) * self.views_clips]
             item[model] = torch.stack([view for clip in mine for view in self.views(clip)])
         return item
+
+
+def consecutive_clips(count: int, clip: ClipSpec, n: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """TimeBalance's sampling for teacher pretraining (§3.1, Supp. D): ``n`` consecutive clips from a random start
+    (clip ``t + 1`` begins where clip ``t`` ends), then one long clip of as many frames over the same stretch,
+    ``n`` times sparser, whose time axis cut in ``n`` parts lines up with the ``n`` clips."""
+    step = clip.frames * clip.stride  # the next clip continues the same grid of frames
+    start = int(rng.integers(0, max(count - n * step, 0) + 1))
+    local = [sampling.clip_at(count, clip.frames, clip.stride, start + t * step) for t in range(n)]
+    return local + [sampling.clip_at(count, clip.frames, clip.stride * n, start)]
+
+
+class ConsecutiveClips(_Videos):
+    """Per video, ``n`` consecutive clips each in two augmentations (``clips_a``, ``clips_b``: uint8 ``(n, T, H, W,
+    C)``) and the long clip over the same stretch (``long``: ``(T, H, W, C)``): what a temporally-invariant or
+    -distinctive teacher learns from, labels unused."""
+
+    def __init__(self, records: list[VideoRecord], reader: VideoReader, clip: ClipSpec, n: int, augment: Transform) -> None:
+        super().__init__(records, reader)
+        if n < 2:
+            raise ValueError(f"consecutive clips: n must be at least 2 (the contrastive losses compare clips), got {n}")
+        self.clip, self.n, self.augment = clip, n, augment
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
+        rng = np.random.default_rng(int(torch.randint(0, 2**31, ())))  # seeded per epoch and worker by the loop
+        index, clips = self._clips(index, lambda count: consecutive_clips(count, self.clip, self.n, rng))
+        local = clips[: self.n]
+        return {
+            "label": self.records[index].label,
+            "index": index,
+            "clips_a": torch.stack([self.augment(c) for c in local]),
+            "clips_b": torch.stack([self.augment(c) for c in local]),
+            "long": self.augment(clips[self.n]),
+        }
