@@ -25,3 +25,21 @@ class ProjectionHead(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.mlp(features)
+
+
+class TeacherProjection(nn.Module):
+    """TimeBalance's projection head for teacher pretraining (its Supp. B.1.2): ``Linear → BN → ReLU → Linear →
+    BN``, to 128-d from a 512-d hidden layer (2048 → 512 → 128 for a 3D-ResNet50)."""
+
+    def __init__(self, in_features: int, hidden: int = 512, out_features: int = 128) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(in_features, hidden),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, out_features, bias=False),
+            nn.BatchNorm1d(out_features),
+        )
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.mlp(features)

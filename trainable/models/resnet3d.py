@@ -127,6 +127,11 @@ class ResNet3d(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.blocks(x)).flatten(1)
 
+    def forward_temporal(self, x: torch.Tensor) -> torch.Tensor:
+        """Features pooled over space only, ``(batch, T, num_features)``: the stages keep every frame (temporal
+        stride 1), so step ``t`` describes input frame ``t`` (TimeBalance's unpooled loss, Supp. D)."""
+        return self.blocks(x).mean(dim=(3, 4)).transpose(1, 2)
+
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.fc(self.dropout(features))
 

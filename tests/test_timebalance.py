@@ -1,0 +1,59 @@
+"""TimeBalance's teachers: their objectives on real decoded clips, through the device finish and the backbone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainable import models
+from trainable.data import transforms
+from trainable.data.datasets import ClipSpec, ConsecutiveClips
+from trainable.data.ucf101 import read_ucf101
+from trainable.data.video import VideoReader
+from trainable.timebalance import Teacher, finish, pretrain_loss
+
+
+def batch_of(tiny_dataset: Path, n: int = 2, frames: int = 4) -> dict:
+    opts = transforms.SpatialOptions(input_size=32, scale_min=32, scale_max=36)
+    data = ConsecutiveClips(read_ucf101(tiny_dataset).train[:3], VideoReader(cache=True), ClipSpec(frames, 2), n, transforms.geometric(opts))
+    items = [data[i] for i in range(3)]
+    batch = {k: torch.stack([item[k] for item in items]) for k in ("clips_a", "clips_b", "long")}
+    return finish(batch, transforms.DeviceFinish(opts, {}))
+
+
+def teacher() -> Teacher:
+    backbone = models.build("resnet3d_tiny", 3, 4, 32, "tiny")
+    return Teacher(backbone, models.TeacherProjection(backbone.num_features, hidden=32, out_features=16))
+
+
+@pytest.mark.parametrize("objective", ["invariant", "distinctive"])
+def test_teacher_objectives_train_the_backbone_and_the_head(tiny_dataset: Path, objective: str) -> None:
+    torch.manual_seed(0)
+    batch = batch_of(tiny_dataset)
+    assert batch["clips_a"].shape == (3, 2, 3, 4, 32, 32) and batch["long"].shape == (3, 3, 4, 32, 32)
+    net = teacher()
+    loss = pretrain_loss(objective, net, batch, temperature=0.1)
+    assert torch.isfinite(loss)
+    loss.backward()
+    for part in (net.backbone, net.projection):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
+    # a few steps of Adam lower the loss on the same batch: the objective can be learned
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+    first = None
+    for _ in range(15):
+        optimizer.zero_grad()
+        loss = pretrain_loss(objective, net, batch, temperature=0.1)
+        first = loss.item() if first is None else first
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < first
+
+
+def test_the_long_clip_must_split_into_the_clips(tiny_dataset: Path) -> None:
+    batch = batch_of(tiny_dataset, n=3, frames=4)
+    with pytest.raises(ValueError, match="4 time steps do not split into 3"):
+        pretrain_loss("distinctive", teacher(), batch, 0.1)
+    with pytest.raises(TypeError, match="needs a 3D-ResNet"):
+        Teacher(models.build("timesformer_tiny", 3, 4, 32, "tiny"), models.TeacherProjection(8))

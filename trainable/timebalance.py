@@ -1,0 +1,68 @@
+"""TimeBalance (CVPR 2023; ../shared/papers/timebalance.md): the teachers' self-supervised objectives.
+
+A teacher is a 3D-ResNet and the paper's projection head (``models.TeacherProjection``). It learns from
+``ConsecutiveClips`` batches: ``n`` consecutive clips of each video in two augmentations and one long clip over
+the same stretch. The temporally-invariant teacher pulls a video's clips together (``L_I``, Eq. 1); the
+temporally-distinctive one tells them apart, on pooled features (``L_D1``, Eq. 3) and on the long clip's
+unpooled time steps (``L_D2``, Supp. D).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from trainable import losses
+from trainable.data import transforms
+from trainable.models.resnet3d import ResNet3d
+
+Objective = Literal["invariant", "distinctive"]
+CONSECUTIVE = ("clips_a", "clips_b")  # (B, n, T, H, W, C) entries of a ConsecutiveClips batch
+
+
+class Teacher(nn.Module):
+    """A 3D-ResNet backbone and its projection head, one module so that one optimizer and DDP wrap both."""
+
+    def __init__(self, backbone: ResNet3d, projection: nn.Module) -> None:
+        super().__init__()
+        if not isinstance(backbone, ResNet3d):
+            raise TypeError(f"a TimeBalance teacher needs a 3D-ResNet (its unpooled loss reads every frame), got {type(backbone).__name__}")
+        self.backbone = backbone
+        self.projection = projection
+
+    def project(self, clips: torch.Tensor) -> torch.Tensor:
+        """``(B, n, C, T, H, W)`` clips to ``(B, n, d)`` projections."""
+        videos, n = clips.shape[:2]
+        return self.projection(self.backbone.forward_features(clips.flatten(0, 1))).view(videos, n, -1)
+
+    def project_slices(self, long: torch.Tensor, n: int) -> torch.Tensor:
+        """The long clip's time axis cut into ``n`` equal parts, each pooled and projected: ``(B, n, d)``."""
+        steps = self.backbone.forward_temporal(long)  # (B, T, C)
+        videos, frames, channels = steps.shape
+        if frames % n:
+            raise ValueError(f"the long clip's {frames} time steps do not split into {n} equal parts")
+        return self.projection(steps.view(videos, n, frames // n, channels).mean(dim=2).flatten(0, 1)).view(videos, n, -1)
+
+
+def finish(batch: dict[str, Any], device_finish: transforms.DeviceFinish) -> dict[str, Any]:
+    """The device part of the augmentation for a ConsecutiveClips batch: every clip, both copies and the long one,
+    as a strong view (the paper's random crops and colour changes), float ``(B, n, C, T, H, W)`` and ``(B, C, T, H, W)``."""
+    out = dict(batch)
+    for key in CONSECUTIVE:
+        videos, n = batch[key].shape[:2]
+        flat = device_finish.strong(batch[key].flatten(0, 1))
+        out[key] = flat.view(videos, n, *flat.shape[1:])
+    out["long"] = device_finish.strong(batch["long"])
+    return out
+
+
+def pretrain_loss(objective: Objective, teacher: Teacher, batch: dict[str, torch.Tensor], temperature: float) -> torch.Tensor:
+    """The teacher's self-supervised loss on a finished batch: ``L_I``, or ``L_D = L_D1 + L_D2``."""
+    z = teacher.project(batch["clips_a"])
+    if objective == "invariant":
+        return losses.invariant_loss(z, temperature)
+    z_augmented = teacher.project(batch["clips_b"])
+    slices = teacher.project_slices(batch["long"], z.shape[1])
+    return losses.distinctive_pooled_loss(z, z_augmented, temperature) + losses.distinctive_unpooled_loss(z, slices, temperature)
