@@ -12,7 +12,7 @@ from trainable.data import transforms
 from trainable.data.datasets import ClipSpec, ConsecutiveClips
 from trainable.data.ucf101 import read_ucf101
 from trainable.data.video import VideoReader
-from trainable.timebalance import Teacher, finish, pretrain_loss
+from trainable.timebalance import Teacher, finish, pretrain_loss, similarity
 
 
 def batch_of(tiny_dataset: Path, n: int = 2, frames: int = 4) -> dict:
@@ -57,3 +57,14 @@ def test_the_long_clip_must_split_into_the_clips(tiny_dataset: Path) -> None:
         pretrain_loss("distinctive", teacher(), batch, 0.1)
     with pytest.raises(TypeError, match="needs a 3D-ResNet"):
         Teacher(models.build("timesformer_tiny", 3, 4, 32, "tiny"), models.TeacherProjection(8))
+
+
+def test_similarity_is_one_for_a_video_whose_clips_are_the_same(tiny_dataset: Path) -> None:
+    torch.manual_seed(0)
+    batch = batch_of(tiny_dataset)
+    clips = batch["clips_a"].clone()
+    clips[0, 1] = clips[0, 0]  # video 0: both clips identical
+    invariant, distinctive = teacher(), teacher()
+    s = similarity(invariant, distinctive, clips)
+    assert s.shape == (3,) and s[0].item() == pytest.approx(1.0, abs=1e-5) and bool(((s >= 0) & (s <= 1)).all())
+    assert invariant.training and distinctive.training  # modes restored

@@ -66,3 +66,15 @@ def pretrain_loss(objective: Objective, teacher: Teacher, batch: dict[str, torch
     z_augmented = teacher.project(batch["clips_b"])
     slices = teacher.project_slices(batch["long"], z.shape[1])
     return losses.distinctive_pooled_loss(z, z_augmented, temperature) + losses.distinctive_unpooled_loss(z, slices, temperature)
+
+
+@torch.no_grad()
+def similarity(invariant: Teacher, distinctive: Teacher, clips: torch.Tensor) -> torch.Tensor:
+    """``s`` of each video (Eq. 5–6) from its ``n`` clips ``(B, n, C, T, H, W)``: how alike the video's clips look
+    to both pretrained teachers. Computed once per video, after pretraining (Algorithm 1, line 16), in eval mode."""
+    modes = (invariant.training, distinctive.training)
+    invariant.eval(), distinctive.eval()
+    try:
+        return losses.temporal_similarity(invariant.project(clips), distinctive.project(clips))
+    finally:
+        invariant.train(modes[0]), distinctive.train(modes[1])
