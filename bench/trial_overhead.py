@@ -103,10 +103,10 @@ def run_demo(store: Store, space_file: str, overrides: list[str]) -> str:
 
 
 def _report_once(config: dict) -> None:
-    """The floor's worker: its first line, then one report."""
+    """The floor's worker: its first line, then one report, of its one epoch."""
     import ray.train
 
-    ray.train.report({"startup_s": time.time() - config["fit_started"]})
+    ray.train.report({"epoch": 1, "startup_s": time.time() - config["fit_started"]})
 
 
 def _floor_trial(config: dict, storage: str) -> None:
@@ -114,17 +114,19 @@ def _floor_trial(config: dict, storage: str) -> None:
     import ray.train
     from ray import tune
     from ray.train.torch import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from search.trial import TrialReports, TuneReport, report_epochs
 
     started = time.time()
-    TorchTrainer(
+    trial_id = tune.get_context().get_trial_id()
+    reports = TrialReports.remote(trial_id)
+    trainer = TorchTrainer(
         _report_once,
         train_loop_config={"fit_started": started},
         scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
-        run_config=ray.train.RunConfig(
-            name=f"floor-{tune.get_context().get_trial_id()}", storage_path=storage, callbacks=[TuneReportCallback()]
-        ),
-    ).fit()
+        run_config=ray.train.RunConfig(name=f"floor-{trial_id}", storage_path=storage, callbacks=[TuneReport(reports)]),
+    )
+    report_epochs(trainer, reports, last_epoch=1)
     tune.report({"fit_s": time.time() - started})
 
 

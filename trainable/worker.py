@@ -7,8 +7,11 @@ and the video decoder just for that: seconds of every trial's start on a small m
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 # Keys of the ``train_loop_config`` that are not training config: the trial's ledger writer
 # (``results.ledger.EpochWriter``) and when the trial's driver called ``fit`` (wall clock, seconds).
@@ -19,14 +22,20 @@ FIT_STARTED_KEY = "_fit_started_at"
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Entry point for ``ray.train.torch.TorchTrainer(train_loop_per_worker=...)``."""
     entered = time.time()
+    import ray.train
+
     from trainable import logs, loop
     from trainable.config import TrainConfig
     from trainable.session import RaySession
 
-    logs.setup()
+    context = ray.train.get_context()
+    # The run's name carries the trial's id: the job's log interleaves the workers of concurrent trials, and a
+    # worker's own log (the dashboard's Actors page) should say which trial it belongs to.
+    logs.setup(tag=context.get_experiment_name())
     config = dict(config)
     writer = config.pop(WRITER_KEY, None)
     fit_started = config.pop(FIT_STARTED_KEY, None)
     # From ``fit`` to here: the Train controller's and this worker's processes starting, the process group.
     startup = entered - fit_started if fit_started is not None else float("nan")
+    log.info("worker %d of %d started %.1f s after fit", context.get_world_rank(), context.get_world_size(), startup)
     loop.run(TrainConfig.parse(config), RaySession(writer, started=entered, startup_s=startup))
