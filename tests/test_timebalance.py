@@ -12,7 +12,7 @@ from trainable.data import transforms
 from trainable.data.datasets import ClipSpec, ConsecutiveClips
 from trainable.data.ucf101 import read_ucf101
 from trainable.data.video import VideoReader
-from trainable.timebalance import Teacher, finish, pretrain_loss, similarity
+from trainable.timebalance import PaperSchedule, Teacher, finish, pretrain_loss, similarity
 
 
 def batch_of(tiny_dataset: Path, n: int = 2, frames: int = 4) -> dict:
@@ -68,3 +68,20 @@ def test_similarity_is_one_for_a_video_whose_clips_are_the_same(tiny_dataset: Pa
     s = similarity(invariant, distinctive, clips)
     assert s.shape == (3,) and s[0].item() == pytest.approx(1.0, abs=1e-5) and bool(((s >= 0) & (s <= 1)).all())
     assert invariant.training and distinctive.training  # modes restored
+
+
+def test_paper_schedule_warms_up_then_halves_on_a_plateau() -> None:
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    optimizer = torch.optim.Adam(params, lr=1.0)
+    schedule = PaperSchedule(optimizer, lr=1e-3, warmup_epochs=2, steps_per_epoch=2, patience=1)
+    seen = [schedule.current]
+    for _ in range(4):
+        schedule.after_step()
+        seen.append(schedule.current)
+    assert seen == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3])  # linear over the 4 warm-up steps
+    for loss in (1.0, 0.5, 0.5, 0.5):  # improves, then stalls: halved after `patience` epochs without progress
+        schedule.after_epoch(loss)
+    assert schedule.current == pytest.approx(5e-4)
+    again = PaperSchedule(torch.optim.Adam(params, lr=1.0), lr=1e-3, warmup_epochs=2, steps_per_epoch=2, patience=1)
+    again.load_state_dict(schedule.state_dict())
+    assert again.current == pytest.approx(5e-4) and again.step_count == 4

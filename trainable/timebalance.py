@@ -78,3 +78,45 @@ def similarity(invariant: Teacher, distinctive: Teacher, clips: torch.Tensor) ->
         return losses.temporal_similarity(invariant.project(clips), distinctive.project(clips))
     finally:
         invariant.train(modes[0]), distinctive.train(modes[1])
+
+
+class PaperSchedule:
+    """TimeBalance's learning rate (its Supp. B.2): linear warm-up over ``warmup_epochs``, then halved whenever
+    the epoch's loss stops improving (``ReduceLROnPlateau``, factor 0.5). Adam at ``lr`` (1e-3 in the paper)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, lr: float, warmup_epochs: int, steps_per_epoch: int, patience: int = 5) -> None:
+        self.optimizer, self.lr = optimizer, lr
+        self.warmup_steps = warmup_epochs * steps_per_epoch
+        self.step_count = 0
+        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=patience)
+        self._set(self._warm(0))
+
+    def _warm(self, step: int) -> float:
+        return self.lr * min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else self.lr
+
+    def _set(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def after_step(self) -> None:
+        self.step_count += 1
+        if self.step_count < self.warmup_steps:
+            self._set(self._warm(self.step_count))
+        elif self.step_count == self.warmup_steps:
+            self._set(self.lr)
+
+    def after_epoch(self, loss: float) -> None:
+        if self.step_count >= self.warmup_steps:  # the plateau counts only after the warm-up
+            self.plateau.step(loss)
+
+    @property
+    def current(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step_count": self.step_count, "plateau": self.plateau.state_dict(), "lr": self.current}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step_count = state["step_count"]
+        self.plateau.load_state_dict(state["plateau"])
+        self._set(state["lr"])
