@@ -107,6 +107,21 @@ def test_a_video_in_its_scene_differs_from_its_unbiased_self_only_in_colour() ->
     assert np.array_equal(np.diff(plain.astype(int), axis=0) != 0, np.diff(biased.astype(int), axis=0) != 0)
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_two_sub_motion_classes_change_what_moves_midway(seed: int) -> None:
+    """UpThenSideways moves only vertically, then only sideways; GrowThenFall grows in place, then only falls."""
+    t = np.linspace(0.0, 1.0, 64)
+    x, y, factor, _ = MOTIONS["UpThenSideways"](t, np.random.default_rng(seed), 64)
+    early, late = t < 0.4, t > 0.6
+    assert np.ptp(x[early]) == 0 and np.ptp(y[early]) > 0.1 and np.ptp(y[late]) == 0 and np.ptp(x[late]) > 0.1
+    assert np.all(np.diff(y) <= 0)  # up: y falls on the image
+    x, y, factor, _ = MOTIONS["GrowThenFall"](t, np.random.default_rng(seed), 64)
+    assert np.ptp(y[early]) == 0 and np.ptp(factor[early]) > 0.2 and np.ptp(factor[late]) == 0 and np.ptp(y[late]) > 0.1
+    assert np.ptp(x) == 0
+    # the default dataset keeps its ten classes, the two-phase ones come after
+    assert list(MOTIONS)[10:] == ["UpThenSideways", "GrowThenFall"] and SyntheticSpec().classes == 10
+
+
 def test_flip_never_changes_a_synthetic_class() -> None:
     """No class is the mirror image of another: the generator holds no left/right or cw/ccw pair."""
     assert not {"MoveLeft", "MoveRight", "CircleClockwise"} & set(MOTIONS)
