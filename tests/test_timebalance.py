@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from trainable import models
 from trainable.data import transforms
 from trainable.data.datasets import ClipSpec, ConsecutiveClips
 from trainable.data.ucf101 import read_ucf101
 from trainable.data.video import VideoReader
-from trainable.timebalance import PaperSchedule, Teacher, finish, pretrain_loss, similarity
+from trainable.stages import StageStore
+from trainable.timebalance import PaperSchedule, Teacher, finish, pretrain, pretrain_loss, similarity
 
 
 def batch_of(tiny_dataset: Path, n: int = 2, frames: int = 4) -> dict:
@@ -85,3 +88,36 @@ def test_paper_schedule_warms_up_then_halves_on_a_plateau() -> None:
     again = PaperSchedule(torch.optim.Adam(params, lr=1.0), lr=1e-3, warmup_epochs=2, steps_per_epoch=2, patience=1)
     again.load_state_dict(schedule.state_dict())
     assert again.current == pytest.approx(5e-4) and again.step_count == 4
+
+
+def endless(tiny_dataset: Path, n: int = 2) -> Iterator[dict]:
+    opts = transforms.SpatialOptions(input_size=32, scale_min=32, scale_max=36)
+    data = ConsecutiveClips(read_ucf101(tiny_dataset).train, VideoReader(cache=True), ClipSpec(4, 2), n, transforms.geometric(opts))
+    while True:
+        yield from DataLoader(data, batch_size=3, shuffle=True, drop_last=True)
+
+
+@pytest.mark.parametrize("objective", ["invariant", "distinctive"])
+def test_a_pretrained_teacher_is_a_stage_result_the_next_trial_loads(tiny_dataset: Path, tmp_path: Path, objective: str) -> None:
+    """Pretraining reports every epoch; through the stage store the second trial loads the first one's weights."""
+    opts = transforms.SpatialOptions(input_size=32, scale_min=32, scale_max=36)
+    rows: list[dict] = []
+
+    def build(folder: Path) -> None:
+        torch.manual_seed(0)
+        net = teacher()
+        pretrain(objective, net, endless(tiny_dataset), transforms.DeviceFinish(opts, {}), torch.device("cpu"),
+                 epochs=2, steps=2, lr=1e-3, warmup_epochs=1, temperature=0.1, on_epoch=rows.append)  # fmt: skip
+        torch.save(net.state_dict(), folder / "teacher.pt")
+
+    stages = StageStore(tmp_path / "store")
+    depends = {"objective": objective, "backbone": "resnet3d_tiny", "seed": 0}
+    first = stages.get(f"pretrain_{objective}", depends, build)
+    assert [r["epoch"] for r in rows] == [1, 2] and all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
+    assert rows[0]["lr"] == pytest.approx(1e-3) and rows[0]["epoch_time_s"] > 0  # warmed up over epoch 1's 2 steps
+    again = stages.get(f"pretrain_{objective}", depends, build)
+    assert again.reused and len(rows) == 2  # not trained twice
+    loaded = teacher()
+    loaded.load_state_dict(torch.load(again.path / "teacher.pt"))
+    saved = torch.load(first.path / "teacher.pt")
+    assert all(torch.equal(loaded.state_dict()[k], saved[k]) for k in saved)

@@ -9,7 +9,8 @@ unpooled time steps (``L_D2``, Supp. D).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import time
+from typing import Any, Callable, Iterator, Literal
 
 import torch
 from torch import nn
@@ -120,3 +121,37 @@ class PaperSchedule:
         self.step_count = state["step_count"]
         self.plateau.load_state_dict(state["plateau"])
         self._set(state["lr"])
+
+
+def pretrain(
+    objective: Objective,
+    teacher: Teacher,
+    batches: Iterator[dict[str, Any]],
+    device_finish: transforms.DeviceFinish,
+    device: torch.device,
+    epochs: int,
+    steps: int,
+    lr: float,
+    warmup_epochs: int,
+    temperature: float,
+    on_epoch: Callable[[dict[str, Any]], None],
+) -> None:
+    """Self-supervised pretraining of one teacher (Algorithm 1, lines 8–15): Adam on ``L_I`` or ``L_D`` with the
+    paper's schedule, ``steps`` batches an epoch, ``on_epoch`` told each epoch's mean loss and learning rate."""
+    teacher.train()
+    optimizer = torch.optim.Adam(teacher.parameters(), lr=lr)
+    schedule = PaperSchedule(optimizer, lr, warmup_epochs, steps)
+    for epoch in range(1, epochs + 1):
+        started = time.perf_counter()
+        total = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device, read once an epoch
+        for _ in range(steps):
+            batch = finish({k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in next(batches).items()}, device_finish)
+            loss = pretrain_loss(objective, teacher, batch, temperature)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.after_step()
+            total += loss.detach()
+        mean = total.item() / steps
+        schedule.after_epoch(mean)
+        on_epoch({"epoch": epoch, "loss": mean, "lr": schedule.current, "epoch_time_s": time.perf_counter() - started})
