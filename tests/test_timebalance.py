@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Iterator
 
@@ -15,7 +16,7 @@ from trainable.data.datasets import ClipSpec, ConsecutiveClips
 from trainable.data.ucf101 import read_ucf101
 from trainable.data.video import VideoReader
 from trainable.stages import StageStore
-from trainable.timebalance import PaperSchedule, Teacher, finish, pretrain, pretrain_loss, similarity
+from trainable.timebalance import PaperSchedule, Teacher, finish, pretrain, pretrain_loss, similarity, student_losses
 
 
 def batch_of(tiny_dataset: Path, n: int = 2, frames: int = 4) -> dict:
@@ -121,3 +122,16 @@ def test_a_pretrained_teacher_is_a_stage_result_the_next_trial_loads(tiny_datase
     loaded.load_state_dict(torch.load(again.path / "teacher.pt"))
     saved = torch.load(first.path / "teacher.pt")
     assert all(torch.equal(loaded.state_dict()[k], saved[k]) for k in saved)
+
+
+def test_student_loss_is_cross_entropy_plus_omega_times_the_distilled_mix() -> None:
+    # two labeled clips (class 0, uniform logits) then one unlabeled; teachers certain of opposite classes
+    logits = torch.zeros(3, 2, requires_grad=True)
+    p_i, p_d = torch.tensor([[1.0, 0.0]] * 3), torch.tensor([[0.0, 1.0]] * 3)
+    s = torch.tensor([1.0, 0.0, 0.5])  # the mix: [1, 0], [0, 1], [0.5, 0.5]
+    total, sup, distilled = student_losses(logits[:2], torch.tensor([0, 0]), logits, p_i, p_d, s, omega=2.0)
+    assert sup.item() == pytest.approx(math.log(2))  # uniform over two classes
+    assert distilled.item() == pytest.approx((0.5 + 0.5 + 0.0) / 3)  # ‖p_T − (½, ½)‖² per clip, averaged
+    assert total.item() == pytest.approx(math.log(2) + 2.0 * 1 / 3)
+    total.backward()
+    assert logits.grad is not None and logits.grad[2].abs().sum() == 0  # the unlabeled clip already matches its mix

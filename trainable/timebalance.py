@@ -155,3 +155,23 @@ def pretrain(
         mean = total.item() / steps
         schedule.after_epoch(mean)
         on_epoch({"epoch": epoch, "loss": mean, "lr": schedule.current, "epoch_time_s": time.perf_counter() - started})
+
+
+def student_losses(
+    labeled_logits: torch.Tensor,
+    labels: torch.Tensor,
+    logits: torch.Tensor,
+    p_invariant: torch.Tensor,
+    p_distinctive: torch.Tensor,
+    s: torch.Tensor,
+    omega: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The student's loss (Eq. 2, 4, 7, 8; Supp. D.1): cross entropy on the labeled clips, plus ``omega`` times the
+    distillation of the teachers' mix on every clip of the step, labeled ones included (their label unused).
+
+    ``logits`` are the student's on all of the step's clips and ``p_*``, ``s`` the teachers' probabilities and
+    the videos' similarity, row for row. Returns (total, supervised, distillation).
+    """
+    supervised = losses.supervised_loss(labeled_logits, labels)
+    distilled = losses.distillation_loss(logits, losses.teacher_mix(p_invariant, p_distinctive, s))
+    return supervised + omega * distilled, supervised, distilled
