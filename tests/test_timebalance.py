@@ -12,11 +12,11 @@ from torch.utils.data import DataLoader
 
 from trainable import models
 from trainable.data import transforms
-from trainable.data.datasets import ClipSpec, ConsecutiveClips
+from trainable.data.datasets import ClipSpec, ConsecutiveClips, TrainClips
 from trainable.data.ucf101 import read_ucf101
 from trainable.data.video import VideoReader
 from trainable.stages import StageStore
-from trainable.timebalance import PaperSchedule, Teacher, finish, pretrain, pretrain_loss, similarity, student_losses
+from trainable.timebalance import PaperSchedule, Teacher, finetune, finish, pretrain, pretrain_loss, similarity, student_losses
 
 
 def batch_of(tiny_dataset: Path, n: int = 2, frames: int = 4) -> dict:
@@ -107,8 +107,8 @@ def test_a_pretrained_teacher_is_a_stage_result_the_next_trial_loads(tiny_datase
     def build(folder: Path) -> None:
         torch.manual_seed(0)
         net = teacher()
-        pretrain(objective, net, endless(tiny_dataset), transforms.DeviceFinish(opts, {}), torch.device("cpu"),
-                 epochs=2, steps=2, lr=1e-3, warmup_epochs=1, temperature=0.1, on_epoch=rows.append)  # fmt: skip
+        pretrain(objective, net, transforms.DeviceFinish(opts, {}), 0.1, batches=endless(tiny_dataset), device=torch.device("cpu"),
+                 epochs=2, steps=2, lr=1e-3, warmup_epochs=1, on_epoch=rows.append)  # fmt: skip
         torch.save(net.state_dict(), folder / "teacher.pt")
 
     stages = StageStore(tmp_path / "store")
@@ -135,3 +135,20 @@ def test_student_loss_is_cross_entropy_plus_omega_times_the_distilled_mix() -> N
     assert total.item() == pytest.approx(math.log(2) + 2.0 * 1 / 3)
     total.backward()
     assert logits.grad is not None and logits.grad[2].abs().sum() == 0  # the unlabeled clip already matches its mix
+
+
+def test_finetuning_a_teacher_fits_the_labeled_clips(tiny_dataset: Path) -> None:
+    torch.manual_seed(0)
+    opts = transforms.SpatialOptions(input_size=32, scale_min=32, scale_max=32)
+    labeled = TrainClips(read_ucf101(tiny_dataset).train[::4], VideoReader(cache=True), {"teacher": ClipSpec(4, 2)},
+                         {"labeled": transforms.geometric(opts)})  # fmt: skip
+
+    def batches() -> Iterator[dict]:
+        while True:
+            yield from DataLoader(labeled, batch_size=6, shuffle=True, drop_last=True)
+
+    net = teacher()
+    rows: list[dict] = []
+    finetune(net.backbone, transforms.DeviceFinish(opts, {}), "teacher_labeled", batches=batches(), device=torch.device("cpu"),
+             epochs=6, steps=3, lr=3e-3, warmup_epochs=1, on_epoch=rows.append)  # fmt: skip
+    assert len(rows) == 6 and rows[-1]["loss"] < rows[0]["loss"]  # cross entropy falls on the labeled set

@@ -123,30 +123,27 @@ class PaperSchedule:
         self._set(state["lr"])
 
 
-def pretrain(
-    objective: Objective,
-    teacher: Teacher,
+def train_stage(
+    net: nn.Module,
+    step_loss: Callable[[dict[str, Any]], torch.Tensor],
     batches: Iterator[dict[str, Any]],
-    device_finish: transforms.DeviceFinish,
     device: torch.device,
     epochs: int,
     steps: int,
     lr: float,
     warmup_epochs: int,
-    temperature: float,
     on_epoch: Callable[[dict[str, Any]], None],
 ) -> None:
-    """Self-supervised pretraining of one teacher (Algorithm 1, lines 8–15): Adam on ``L_I`` or ``L_D`` with the
-    paper's schedule, ``steps`` batches an epoch, ``on_epoch`` told each epoch's mean loss and learning rate."""
-    teacher.train()
-    optimizer = torch.optim.Adam(teacher.parameters(), lr=lr)
+    """One teacher stage: Adam with the paper's schedule over ``epochs`` of ``steps`` batches, each batch moved to
+    ``device`` and scored by ``step_loss``; ``on_epoch`` is told each epoch's mean loss and learning rate."""
+    net.train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     schedule = PaperSchedule(optimizer, lr, warmup_epochs, steps)
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
         total = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device, read once an epoch
         for _ in range(steps):
-            batch = finish({k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in next(batches).items()}, device_finish)
-            loss = pretrain_loss(objective, teacher, batch, temperature)
+            loss = step_loss({k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in next(batches).items()})
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -155,6 +152,22 @@ def pretrain(
         mean = total.item() / steps
         schedule.after_epoch(mean)
         on_epoch({"epoch": epoch, "loss": mean, "lr": schedule.current, "epoch_time_s": time.perf_counter() - started})
+
+
+def pretrain(objective: Objective, teacher: Teacher, device_finish: transforms.DeviceFinish, temperature: float, **stage: Any) -> None:
+    """Self-supervised pretraining of one teacher (Algorithm 1, lines 8–15) on ConsecutiveClips batches;
+    ``stage``: ``train_stage``'s other arguments."""
+    train_stage(teacher, lambda batch: pretrain_loss(objective, teacher, finish(batch, device_finish), temperature), **stage)
+
+
+def finetune(backbone: ResNet3d, device_finish: transforms.DeviceFinish, view: str, **stage: Any) -> None:
+    """A pretrained teacher's backbone and classifier trained on the labeled clips with cross entropy (Algorithm 1,
+    lines 17–21); ``view`` names the batch's clips (a ``TrainClips`` entry); ``stage``: ``train_stage``'s arguments."""
+
+    def step_loss(batch: dict[str, Any]) -> torch.Tensor:
+        return losses.supervised_loss(backbone(device_finish.weak(batch[view])), batch["label"])
+
+    train_stage(backbone, step_loss, **stage)
 
 
 def student_losses(
