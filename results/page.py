@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from results.plot import Cell, SearchData, same_value, value_text, plot
+from results.plot import Cell, SearchData, paper_values, plot, same_value, value_text
 from results.report import best_index, direction
 
 STYLE = """
@@ -160,11 +160,14 @@ def _results(data: SearchData, cells: Sequence[Cell], metric: str, mode: str) ->
     cpus = res["workers"] * res["cpus_per_worker"] if res else 0.0  # 0: not recorded, no column
     gpus = res["workers"] * res["gpus_per_worker"] if res else 0.0
     best = best_index([c.mean for c in cells], mode)
-    heads = [*(data.params or ["configuration"]), f"{metric} mean ± std", "seeds", "not completed", "trial-hours"]
-    heads += (["CPU-hours"] if cpus else []) + (["GPU-hours"] if gpus else [])
+    paper = paper_values(data, metric)
+    heads = [*(data.params or ["configuration"]), f"{metric} mean ± std"] + (["paper"] if paper else [])
+    heads += ["seeds", "not completed", "trial-hours"] + (["CPU-hours"] if cpus else []) + (["GPU-hours"] if gpus else [])
     out = [
         f'<h2 id="results">Final {_e(metric)} per configuration</h2>',
-        f'<p class="muted">Mean ± sample std over seeds of the last reported epoch; best ({_e(mode)}) in bold. Cost: '
+        f'<p class="muted">Mean ± sample std over seeds of the last reported epoch; best ({_e(mode)}) in bold. '
+        + (f"Paper: {_e((data.space.get('paper') or {}).get('source'))}. " if paper else "")
+        + "Cost: "
         "the wall time of every trial of the configuration"
         + (", times the CPUs" + (" and GPUs" if gpus else "") + " each trial held" if cpus else "") + ".</p>",
         "<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in heads) + "</tr>",
@@ -172,7 +175,8 @@ def _results(data: SearchData, cells: Sequence[Cell], metric: str, mode: str) ->
     for i, cell in enumerate(cells):
         hours = sum(t.get("wall_s") or 0.0 for t in cell.trials) / 3600
         key = [_e(value_text(v)) for v in cell.key] or ["all trials"]
-        values = [_mean_std(cell.mean, cell.std), len(cell.scored), cell.unfinished, f"{hours:.3f}"]
+        values = [_mean_std(cell.mean, cell.std)] + ([_number(paper.get(cell.key))] if paper else [])
+        values += [len(cell.scored), cell.unfinished, f"{hours:.3f}"]
         values += ([f"{hours * cpus:.3f}"] if cpus else []) + ([f"{hours * gpus:.3f}"] if gpus else [])
         row = '<tr class="best">' if i == best else "<tr>"
         out.append(

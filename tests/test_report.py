@@ -107,7 +107,8 @@ def test_report_pairs_seeds_against_the_baseline_and_counts_the_cost(store: Stor
     header = re.search(r"<tr><th>threshold</th><th>top1 mean ± std</th>.*?</tr>", page).group(0)
     assert "GPU-hours" in header and "CPU-hours" in header
     best = re.search(r'<tr class="best">(.*?)</tr>', page).group(1)
-    assert re.sub(r"<[^>]+>", " ", best).split() == ["0.8", "38.00", "±", "2.83", "2", "0", "0.200", "0.400", "0.200"]
+    assert re.sub(r"<[^>]+>", " ", best).split() == ["0.8", "38.00", "±", "2.83", "27.60", "2", "0", "0.200", "0.400", "0.200"]
+    assert "<th>paper</th>" in header and "Paper: Table 1, UCF-101 1 %." in text  # the paper's number beside ours
     for provenance in ("spaces/tau-test.yaml", "dataset=synthetic", "0123abcd", "ray 2.60.0", "2 worker(s) × 1 CPU + 0.5 GPU"):
         assert provenance in text, provenance
     assert page.count('src="data:image/png;base64,') == 3 and not re.search(r'(src|href)="(https?:)?//', page)
