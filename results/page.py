@@ -49,7 +49,7 @@ class Paired:
 
 
 def parse_baseline(text: str) -> dict[str, Any]:
-    """``method=supervised`` or ``threshold=0.8,seed_free=…``: keys and YAML scalar values."""
+    """``method=supervised`` or ``method=actnetformer,beta=0``: keys and YAML scalar values."""
     out: dict[str, Any] = {}
     for pair in filter(None, (p.strip() for p in text.split(","))):
         key, sep, value = pair.partition("=")
