@@ -27,10 +27,10 @@ EPOCHS = 4
 
 
 def grid_space(tmp_path: Path, data: Path, thresholds: list[float], **fields: Any) -> Path:
-    """Trials long enough to be killed inside an epoch: 4 epochs of 6 steps."""
+    """Trials long enough to be killed inside an epoch: 4 epochs of 12 steps (about a second each here)."""
     return tiny_space(
         tmp_path, data, space={"threshold": {"grid": thresholds}}, seeds=[0],
-        base=tiny_config(data, epochs=EPOCHS, steps_per_epoch=6), **fields,
+        base=tiny_config(data, epochs=EPOCHS, steps_per_epoch=12), **fields,
     )  # fmt: skip
 
 
@@ -126,9 +126,10 @@ def test_killed_train_worker_resumes_from_its_checkpoint(ray_local: str, tiny_da
     killed: dict[str, Any] = {}
 
     def kill_in_epoch_2() -> None:
-        wait_for(lambda: epochs_of(store, name), 300, "epoch 1's row")
-        time.sleep(0.5)
-        [pid] = wait_for(_train_worker_pids, 60, "the Train worker")
+        # The worker's pid first, so that the kill follows epoch 1's row at once: the worker goes on into epoch 2
+        # as soon as it has reported epoch 1, and an epoch here lasts about a second.
+        [pid] = wait_for(_train_worker_pids, 300, "the Train worker")
+        wait_for(lambda: epochs_of(store, name), 300, "epoch 1's row", poll=0.05)
         killed["at"] = time.time()
         psutil.Process(pid).send_signal(signal.SIGKILL)
 
