@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from results.plot import Cell, SearchData, paper_values, plot, same_value, value_text
+from results.plot import Cell, SearchData, mean_std, paper_values, plot, same_value, value_text
 from results.report import best_index, direction
 
 STYLE = """
@@ -208,8 +208,7 @@ def _baseline(data: SearchData, cells: Sequence[Cell], base: Cell | None, metric
     )
     for pair in paired(cells, base, mode):
         n = len(pair.diffs)
-        mean = sum(pair.diffs) / n if n else math.nan
-        std = math.sqrt(sum((d - mean) ** 2 for d in pair.diffs) / (n - 1)) if n > 1 else math.nan
+        mean, std = mean_std(pair.diffs)
         per_seed = ", ".join(f"{d:+.2f}" for d in pair.diffs)
         out.append(
             "<tr>" + "".join(f"<td>{_e(value_text(v))}</td>" for v in pair.cell.key)

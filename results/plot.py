@@ -91,10 +91,7 @@ class SearchData:
         out = []
         for key, trials in self.configurations().items():
             scored = [(v, t) for t in trials if (v := _final(t, metric)) is not None]
-            values = [v for v, _ in scored]
-            mean = sum(values) / len(values) if values else math.nan
-            std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else math.nan
-            out.append(Cell(key, trials, scored, mean, std))
+            out.append(Cell(key, trials, scored, *mean_std([v for v, _ in scored])))
         return out
 
     def curves(self, trial_id: str) -> list[dict[str, Any]]:
@@ -362,6 +359,13 @@ def best_so_far(data: SearchData, metric: str) -> tuple[Figure, str, str] | None
     ax.legend(fontsize=8)
     caption = f"Each trial's final {metric} in the order trials started (hollow: stopped early), and the best so far."
     return fig, f"best_so_far_{metric}.png", caption
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation; NaN where there are too few values for either."""
+    mean = sum(values) / len(values) if values else math.nan
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else math.nan
+    return mean, std
 
 
 def _real(value: Any) -> bool:

@@ -32,7 +32,7 @@ from trainable.data.ucf101 import read_ucf101
 from trainable.data.video import VideoReader
 from trainable.evaluate import evaluate
 from trainable.models.resnet3d import ResNet3d
-from trainable.session import LocalSession, Session
+from trainable.session import LocalSession, Session, to_device
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +127,6 @@ def _loader(dataset: TrainClips, batch_size: int, cfg: TrainConfig, epoch: int, 
         pin_memory=cfg.pin_memory,
     )
     return iter(loader)
-
-
-def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 def _unwrap(net: nn.Module) -> nn.Module:
@@ -337,8 +333,8 @@ def _train_epoch(
             temperature=cfg.temperature,
             symmetric=cfg.contrastive_symmetric,
         )
-        lab = data.finish(_to(next(labeled), session.device))
-        unl = data.finish(_to(next(unlabeled), session.device)) if unlabeled is not None else None
+        lab = data.finish(to_device(next(labeled), session.device))
+        unl = data.finish(to_device(next(unlabeled), session.device)) if unlabeled is not None else None
         train_step(method, nets, optimizers, autocast, lab, unl, weights, sums, cfg.batchnorm == "joint", gather)
     return sums
 

@@ -19,6 +19,11 @@ from torch import nn
 STATE_FILE = "state.pt"
 
 
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """A loader's batch with its tensors on ``device`` (asynchronously where the memory is pinned)."""
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
 class Session(Protocol):
     rank: int
     world_size: int

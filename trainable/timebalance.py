@@ -18,6 +18,7 @@ from torch import nn
 from trainable import losses
 from trainable.data import transforms
 from trainable.models.resnet3d import ResNet3d
+from trainable.session import to_device
 
 Objective = Literal["invariant", "distinctive"]
 CONSECUTIVE = ("clips_a", "clips_b")  # (B, n, T, H, W, C) entries of a ConsecutiveClips batch
@@ -143,7 +144,7 @@ def train_stage(
         started = time.perf_counter()
         total = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device, read once an epoch
         for _ in range(steps):
-            loss = step_loss({k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in next(batches).items()})
+            loss = step_loss(to_device(next(batches), device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
