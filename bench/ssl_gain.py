@@ -10,6 +10,11 @@ changes with the seed, so the spread includes the choice of labels; the pairing 
     python bench/ssl_gain.py --seeds 11,12,13 --out runs.json  # other seeds; every run's history as JSON
     python bench/ssl_gain.py --methods actnetformer_b0,actnetformer --scene-bias 0,0.25,0.5,0.75 --runs bench-runs
     python bench/ssl_gain.py --seeds 1 --set epochs=3 --methods supervised,fixmatch    # a quick look
+    python bench/ssl_gain.py --methods supervised,timebalance --set synthetic_classes=12 --runs bench-runs
+
+TimeBalance's row also prints its temporal similarity ``s`` per class (the mean over a class's training videos
+of the score that mixes its two teachers), with each synthetic class's kind of motion: 12 classes include the
+two made of two sub-motions. Its teachers are stage results under ``--runs DIR``/stages, reused by a rerun.
 
 With ``--runs DIR`` every finished run is a file there, named by its variant, seed and config hash: an
 interrupted benchmark started again trains only what is missing.
@@ -65,6 +70,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "cmpl": {"method": "cmpl", "aux_backbone": "resnet3d_18"},
     "actnetformer_b0": {"method": "actnetformer", "aux_backbone": "timesformer_s", "beta": 0.0, **TRANSFORMER_ADAMW},
     "actnetformer": {"method": "actnetformer", "aux_backbone": "timesformer_s", "beta": 2.0, **TRANSFORMER_ADAMW},
+    # TimeBalance: its student with the paper's Adam at 1e-3; every stage as long as the others' training.
+    "timebalance": {"method": "timebalance", "lr": 1e-3, "weight_decay": 0.0},
     "vit_alone_sgd": {"method": "supervised", "primary_backbone": "timesformer_s"},
     "vit_alone_adamw": {
         "method": "supervised", "primary_backbone": "timesformer_s", "optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.05,
@@ -82,8 +89,14 @@ def _train(job: tuple[str, int, dict[str, Any], Path | None]) -> dict[str, Any]:
     variant, seed, config, path = job
     history: list[dict[str, Any]] = []
     started = time.perf_counter()
-    run_local({**config, "seed": seed}, on_report=history.append)
+    stage_root = str(path.parent / "stages") if path is not None else None
+    session = run_local({**config, "seed": seed}, on_report=history.append, stage_root=stage_root)
     run = {"variant": variant, "seed": seed, "config": config, "wall_s": time.perf_counter() - started, "history": history}
+    stages = session.stage_sink.stages
+    if stages:  # a pipeline method: which stage results it used, their epochs, and TimeBalance's s per class
+        run.update(stages=stages, stage_epochs=session.stage_sink.epochs)
+        tuned = Path(stages[-1]["path"]) / "similarity.json"
+        run["similarity_by_class"] = json.loads(tuned.read_text())["by_class"]
     if path is not None:  # written whole, then renamed: a killed benchmark leaves no half file to skip
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(run, default=str))
@@ -118,13 +131,13 @@ def _parse_sets(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def _fmt(values: list[float], scale: float = 1.0) -> str:
+def _fmt(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
     values = [v * scale for v in values if not math.isnan(v)]
     if not values:
         return "—"
     if len(values) == 1:
-        return f"{values[0]:.1f}"
-    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -185,6 +198,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n{table(at_base, variants, {**base, 'synthetic_scene_bias': biases[0]})}\n\n{ordering(at_base, variants)}")
     if len(biases) > 1:
         print(f"\n{beta_table(runs, sorted(biases))}")
+    if any("similarity_by_class" in r for r in at_base):
+        print(f"\n{similarity_table(at_base)}")
     print(f"\nwall {time.perf_counter() - started:.0f} s")
 
 
@@ -234,6 +249,27 @@ def beta_table(runs: list[dict[str, Any]], biases: list[float]) -> str:
             _fmt([t for (v, _), t in aux.items() if v == "actnetformer_b0"]), _fmt([t for (v, _), t in aux.items() if v == "actnetformer"]),
         ])  # fmt: skip
     return "\n".join(["ActNetFormer primary top-1 % against the synthetic set's scene bias; β2 − β0 paired by seed", *_markdown(rows)])
+
+
+def similarity_table(runs: list[dict[str, Any]]) -> str:
+    """TimeBalance's ``s`` per class (mean over the class's training videos, then mean ± std over seeds) beside the
+    class's kind of motion: the paper's Fig. 4 finds it high for repetitive actions and low for ones in parts."""
+    from trainable.data.synthetic import MOTION_KINDS
+
+    by_class: dict[str, list[float]] = {}
+    for run in runs:
+        for name, s in run.get("similarity_by_class", {}).items():
+            by_class.setdefault(name, []).append(s)
+    rows = [["class", "motion", "s"]]
+    for name, values in sorted(by_class.items(), key=lambda item: -statistics.mean(item[1])):
+        rows.append([name, MOTION_KINDS.get(name, "?"), _fmt(values, 1.0, digits=3)])
+    kinds: dict[str, list[float]] = {}
+    for name, values in by_class.items():
+        kinds.setdefault(MOTION_KINDS.get(name, "?"), []).append(statistics.mean(values))
+    summary = "; ".join(f"{kind} {statistics.mean(v):.3f}" for kind, v in sorted(kinds.items(), key=lambda kv: -statistics.mean(kv[1])))
+    seeds = len({r["seed"] for r in runs if "similarity_by_class" in r})
+    return "\n".join([f"TimeBalance's temporal similarity s per class, mean ± std over {seeds} seeds (1: the teachers see one "
+                      f"look over time; mixes toward the invariant teacher)", *_markdown(rows), f"mean by kind: {summary}"])  # fmt: skip
 
 
 def table(runs: list[dict[str, Any]], variants: list[str], base: dict[str, Any]) -> str:

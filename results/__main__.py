@@ -3,7 +3,7 @@
     python -m results query "SELECT method, avg(final_top1) FROM trials GROUP BY method"
     python -m results show SEARCH_ID
     python -m results table tau --metric top1      # mean ± std over seeds per configuration
-    python -m results plot tau --out figures/tau   # PNG figures: ablation, learning curves, pseudo-labels, Optuna
+    python -m results plot tau --out figures/tau   # PNG figures: ablation, learning curves, pseudo-labels, stages, Optuna
     python -m results report tau --out tau.html --baseline threshold=0.8   # one self-contained HTML page
     python -m results compact [SEARCH_ID ...]      # merge each search's small files (a search does it when it ends)
 """
@@ -21,9 +21,9 @@ from results.tables import compact
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m results", description="Query the searches, trials and epochs tables.")
+    parser = argparse.ArgumentParser(prog="python -m results", description="Query the searches, trials, epochs and stages tables.")
     commands = parser.add_subparsers(dest="command", required=True)
-    q = commands.add_parser("query", help="run SQL (DuckDB) over the tables searches, trials, epochs")
+    q = commands.add_parser("query", help="run SQL (DuckDB) over the tables searches, trials, epochs, stages")
     q.add_argument("sql")
     s = commands.add_parser("show", help="a search's trials, best first")
     s.add_argument("search_id")
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("search", help="a search id or name (the latest search of that name)")
     t.add_argument("--metric", default="top1")
     t.add_argument("--format", default="text", choices=FORMATS, help="markdown/latex for a paper or README, csv for a spreadsheet")
-    p = commands.add_parser("plot", help="PNG figures of a search (ablation, learning curves, pseudo-labels, Optuna)")
+    p = commands.add_parser("plot", help="PNG figures of a search (ablation, learning curves, pseudo-labels, stages, Optuna)")
     p.add_argument("search", help="a search id or name (the latest search of that name)")
     p.add_argument("--out", help="folder of the figures (default figures/<search id>)")
     p.add_argument("--metric", help="default: the search's own metric")

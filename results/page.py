@@ -3,7 +3,8 @@
 Everything is inside the file (styles, the figures as PNG data URIs): it opens from a mail attachment or an
 archive without the store or a network. It says where the numbers come from (space file, overrides, commit,
 versions), the mean ± std table, paired-by-seed differences to a baseline configuration, what each
-configuration cost, the figures of ``results.plot``, and every trial.
+configuration cost, the figures of ``results.plot``, and every trial (with the stage results it built or reused,
+for a pipeline method).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import yaml
 
 from results.plot import Cell, SearchData, mean_std, paper_values, plot, same_value, value_text
 from results.report import best_index, direction
+from results.tables import STAGE_COLUMNS
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1200px; color: #222; padding: 0 1em; }
@@ -220,17 +222,34 @@ def _baseline(data: SearchData, cells: Sequence[Cell], base: Cell | None, metric
 
 
 def _trials(data: SearchData, metric: str) -> list[str]:
+    staged = any(t.get(c) for t in data.trials for c in STAGE_COLUMNS)  # a pipeline method's search
     heads = ["trial", *data.params, "seed", "status", "epochs", f"final {metric}", f"best {metric}", "wall s"]
-    out = ['<h2 id="trials">Trials</h2>', "<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in heads) + "</tr>"]
+    heads += [c.replace("_", " ") for c in STAGE_COLUMNS] if staged else []
+    out = ['<h2 id="trials">Trials</h2>']
+    if staged:
+        out.append(
+            '<p class="muted">Stages built: the stage results (teachers) the trial trained; reused: those it found '
+            "trained by another trial, or waited for; trials with the same stage keys share those results.</p>"
+        )
+    out.append("<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in heads) + "</tr>")
     for t in data.trials:
         cells = [t["trial_id"], *(value_text(t.get(p)) for p in data.params), t.get("seed"), t.get("status")]
         numbers = [t.get("epochs_run"), t.get(f"final_{metric}"), t.get(f"best_{metric}"), t.get("wall_s")]
+        used = [_lines(t.get(c)) for c in STAGE_COLUMNS] if staged else []
         out.append(
             "<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells)
-            + "".join(f'<td class="n">{_e(_number(v))}</td>' for v in numbers) + "</tr>"
+            + "".join(f'<td class="n">{_e(_number(v))}</td>' for v in numbers)
+            + "".join(f"<td>{u}</td>" for u in used) + "</tr>"
         )  # fmt: skip
     out.append("</table>")
     return out
+
+
+def _lines(listed: str | None) -> str:
+    """A comma-separated trials column, an item a line; a ``stage=key`` item with its key shortened to the 8
+    characters the stages figure labels it with."""
+    items = [item.partition("=") for item in (listed or "").split(",") if item]
+    return "<br>".join(_e(name) + (f" <code>{_e(key[:8])}</code>" if key else "") for name, _, key in items)
 
 
 def write(data: SearchData, out: str | Path, metric: str | None = None, baseline: str | None = None) -> Path:

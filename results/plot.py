@@ -6,8 +6,12 @@
   ASHA stopped ending in a cross;
 - ``pseudo_labels.png``: per epoch, the share of unlabeled clips whose pseudo-label passed the threshold and how
   many of those were right, for both models (the paper's Fig. S1 kind);
+- ``stages.png``, for a pipeline method (TimeBalance): the loss per epoch of every stage result the search's trials
+  built (its teachers), a panel per stage;
 - for searches that sample (Optuna): ``params_<metric>.png``, the metric against each sampled parameter, and
   ``best_so_far_<metric>.png``, each trial's metric in start order with the best so far.
+
+Every figure of trials draws the trials' own epochs only: a stage result's epoch rows belong to no trial.
 
 ``python -m results report`` embeds the same figures in its HTML page.
 """
@@ -30,7 +34,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
 from results.report import open_search, resolve, varied_columns  # noqa: E402
-from results.store import Store  # noqa: E402
+from results.store import ORDER, Store  # noqa: E402
 from results.tables import retrying  # noqa: E402
 
 # The pseudo-label panels: (column, title).
@@ -46,14 +50,17 @@ _STYLES = ("-", "--", ":", "-.")
 
 @dataclass
 class SearchData:
-    """One search read from the store: its row, its trials (summaries derived from epochs) and its epochs."""
+    """One search read from the store: its row, its trials (summaries derived from epochs), the trials' epochs and
+    the epochs of the stage results they built."""
 
     search_id: str
     search: dict[str, Any]
     trials: list[dict[str, Any]]
-    epochs: list[dict[str, Any]]
+    epochs: list[dict[str, Any]]  # the trials' own, in (trial, epoch) order
     params: list[str]  # the configuration columns that differ between trials, seed left out
     space: dict[str, Any] = field(default_factory=dict)  # the space file as it was run
+    # Rows under a stage result's id ``stage-<stage>-<key>``: stages in the order first written, then by seed, id, epoch.
+    stage_epochs: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def metric(self) -> str:
@@ -129,10 +136,15 @@ def load(store: Store, search: str) -> SearchData:
         con = open_search(store, search_id)
         [row] = con.sql("SELECT * FROM searches").to_arrow_table().to_pylist()
         trials = con.sql("SELECT * FROM trials ORDER BY started_at, trial_id").to_arrow_table().to_pylist()
-        epochs = con.sql("SELECT * FROM epochs ORDER BY trial_id, epoch").to_arrow_table().to_pylist()
+        own = "trial_id IN (SELECT trial_id FROM trials)"  # what the trials' summaries count, too
+        epochs = con.sql(f"SELECT * FROM epochs WHERE {own} ORDER BY trial_id, epoch").to_arrow_table().to_pylist()
+        stage_epochs = con.sql(
+            f"SELECT * EXCLUDE ({ORDER}) FROM _epochs WHERE stage IS NOT NULL AND NOT ({own}) "
+            f"ORDER BY min({ORDER}) OVER (PARTITION BY stage), stage, seed, trial_id, epoch"
+        ).to_arrow_table().to_pylist()
         params = [c for c in varied_columns(con) if c != "seed"]
         space = yaml.safe_load(row.get("space_yaml") or "") or {}
-        return SearchData(search_id, row, trials, epochs, params, space if isinstance(space, dict) else {})
+        return SearchData(search_id, row, trials, epochs, params, space if isinstance(space, dict) else {}, stage_epochs)
 
     return retrying(run)
 
@@ -151,7 +163,7 @@ def plot(data: SearchData, out: str | Path, metric: str | None = None) -> list[D
     out.mkdir(parents=True, exist_ok=True)
     metric = metric or data.metric
     drawn = []
-    makers: list[Callable[[SearchData, str], tuple[Figure, str, str] | None]] = [ablation, curves, pseudo_labels]
+    makers: list[Callable[[SearchData, str], tuple[Figure, str, str] | None]] = [ablation, curves, pseudo_labels, stages]
     if data.sampled:
         makers += [params, best_so_far]
     for make in makers:
@@ -301,6 +313,46 @@ def pseudo_labels(data: SearchData, metric: str) -> tuple[Figure, str, str] | No
         "the threshold (mask rate) and the accuracy of those accepted, against the clips' true labels."
     )
     return fig, "pseudo_labels.png", caption
+
+
+def stages(data: SearchData, metric: str) -> tuple[Figure, str, str] | None:
+    """The training loss of every stage result the search built, whichever trial built it: the teachers that every
+    student of the same seed (and split) then started from."""
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {}  # stage → result id → its epochs
+    for row in data.stage_epochs:
+        results.setdefault(row["stage"], {}).setdefault(row["trial_id"], []).append(row)
+    if not results:
+        return None
+    seeds = sorted({row.get("seed") or 0 for row in data.stage_epochs})
+    fig, axes = plt.subplots(1, len(results), figsize=(5.0 * len(results), 3.8), squeeze=False)
+    for ax, (stage, by_id) in zip(axes.flat, results.items()):
+        for i, (result_id, rows) in enumerate(by_id.items()):
+            seed = rows[0].get("seed") or 0
+            label = f"{result_id.rsplit('-', 1)[-1][:8]} seed {seed}" + _tested(rows[-1])
+            losses = [r["loss"] if _real(r.get("loss")) else math.nan for r in rows]
+            ax.plot([r["epoch"] for r in rows], losses, _STYLES[i % len(_STYLES)], marker=".", ms=5,
+                    color=f"C{seeds.index(seed) % 10}", lw=1.4, label=label)  # fmt: skip
+        ax.set_title(stage, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle(f"{data.search.get('name')}: stage results built by this search", fontsize=10)
+    fig.tight_layout()
+    caption = (
+        "Training loss per epoch of every stage result a trial of this search built (a trial that found one built "
+        "adds no curve): a panel per stage, a line per result, labelled with the first 8 characters of its key and "
+        "its seed, colour = seed; where a stage's last epoch was tested, the label gives its top1 and aux_top1."
+    )
+    return fig, "stages.png", caption
+
+
+def _tested(last: dict[str, Any]) -> str:
+    """A stage result's test accuracies where its last epoch has them (TimeBalance's fine-tuned teachers), for its
+    legend label."""
+    tested = [f"{m} {last[m]:.1f}" for m in ("top1", "aux_top1") if _real(last.get(m))]
+    return f" ({', '.join(tested)})" if tested else ""
 
 
 def params(data: SearchData, metric: str) -> tuple[Figure, str, str] | None:

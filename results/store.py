@@ -1,4 +1,5 @@
-"""The Parquet store as an append-only ledger: three tables (``searches``, ``trials``, ``epochs``) under one folder or URI.
+"""The Parquet store as an append-only ledger: four tables (``searches``, ``trials``, ``epochs``, ``stages``) under one
+folder or URI.
 
 Every write is a new, small Parquet file (a *part*) in the search's hive partition,
 ``<store>/<table>/search_id=<id>/part-<ns>-<random>.parquet``: nothing ever rewrites earlier rows, so a
@@ -28,9 +29,15 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-TABLES = ("searches", "trials", "epochs")
-# The columns that identify a row of each table: of several rows with the same key, the latest wins.
-KEYS = {"searches": ("search_id",), "trials": ("search_id", "trial_id"), "epochs": ("search_id", "trial_id", "epoch")}
+TABLES = ("searches", "trials", "epochs", "stages")
+# The columns that identify a row of each table: of several rows with the same key, the latest wins. A ``stages`` row
+# is a pipeline stage's result that a trial used (built, or found built): one per (trial, stage).
+KEYS = {
+    "searches": ("search_id",),
+    "trials": ("search_id", "trial_id"),
+    "epochs": ("search_id", "trial_id", "epoch"),
+    "stages": ("search_id", "trial_id", "stage"),
+}
 ORDER = "ledger_ns"  # nanoseconds since the epoch at which the row was written
 PARTITION = "search_id"
 # Where results go unless a command is told otherwise.
@@ -49,7 +56,7 @@ def check_search_id(search_id: str) -> str:
 
 
 class Store:
-    """A folder or URI holding the three tables."""
+    """A folder or URI holding the tables."""
 
     def __init__(self, uri: str | os.PathLike[str]) -> None:
         uri = str(uri)
@@ -89,12 +96,17 @@ class Store:
         return final
 
     def parts(self, table: str, search_id: str | None = None) -> list[str]:
-        """The visible Parquet files of a table (of one search, or of all), oldest first."""
+        """The visible Parquet files of a table (of one search, or of all), oldest first.
+
+        Only the files of a search's partition folder count: a file anywhere else under a table's folder is not
+        a part of the ledger.
+        """
         base = self.folder(table, search_id) if search_id else f"{self.root}/{table}"
         infos = self.fs.get_file_info(pafs.FileSelector(base, allow_not_found=True, recursive=search_id is None))
         files = [
             i.path for i in infos
             if i.type == pafs.FileType.File and i.path.endswith(".parquet") and not posixpath.basename(i.path).startswith(".")
+            and posixpath.basename(posixpath.dirname(i.path)).startswith(f"{PARTITION}=")
         ]  # fmt: skip
         return sorted(files, key=posixpath.basename)
 

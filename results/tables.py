@@ -1,13 +1,24 @@
-"""The store's ledger read as the three tables users query, through DuckDB over the Parquet files themselves.
+"""The store's ledger read as the tables users query, through DuckDB over the Parquet files themselves.
 
 The ledger holds every row ever written (``results.store``); the tables keep the latest row per key and
 derive each trial's summary from its epochs, so a summary can never disagree with the epochs table and
 nothing needs rewriting when an epoch arrives:
 
-- ``epochs``: one row per (search, trial, epoch), the latest attempt's;
+- ``epochs``: one row per (search, trial, epoch), the latest attempt's. ``stage`` says what the row trained:
+  NULL for a single-stage method, ``student`` for a pipeline method's own training (TimeBalance), and a stage's
+  name on the rows of a shared stage result, which carry the result's own id ``stage-<stage>-<key>``
+  (``results.ledger.stage_trial_id``) in place of a trial id: they are written once, by the trial that built the
+  result, and belong to no trial. Stores from before stages have no ``stage`` column: it reads as NULL;
 - ``trials``: the latest event of each trial (its config, status, wall time), plus ``epochs_run``,
   ``final_<m>`` (the last epoch's value of every metric), ``best_<m>`` (of top1, top5, aux_top1, loss and
-  the search's own metric) and ``best_epoch`` (the first epoch with the best value of the search's metric);
+  the search's own metric) and ``best_epoch`` (the first epoch with the best value of the search's metric),
+  from the trial's own epoch rows only (a stage result's rows have no trial, so they count for none); and from
+  ``stages``: ``stages_built`` and ``stages_reused``, the names of the stages whose results the trial trained
+  and those it found trained by another (comma-separated, in the order the trial got them; NULL for none),
+  and ``stage_keys``, every stage it used as ``<stage>=<key>`` in that order: two trials with the same
+  ``stage_keys`` trained their students from the same teachers;
+- ``stages``: one row per (search, trial, stage) that a trial used: ``stage_key``, ``reused``, ``built_by``,
+  ``build_s``, ``waited_s``, ``path``, ``recorded_at``; empty in a store from before stages;
 - ``searches``: the latest row of each search, with ``num_trials`` counted from ``trials``.
 
 DuckDB reads only the files of the search asked for (its hive partition), and only the columns a query uses.
@@ -28,6 +39,10 @@ from trainable.metrics import METRICS
 BEST = {"top1": "max", "top5": "max", "aux_top1": "max", "loss": "min"}
 # Metrics whose last value is a trial's final_<m> (the epoch itself is epochs_run).
 FINAL = tuple(m for m in METRICS if m != "epoch")
+# Columns the views read that older stores lack (written before they existed): NULL there, of this type.
+LATER = {"epochs": {"stage": "VARCHAR"}, "stages": {"stage_key": "VARCHAR", "reused": "BOOLEAN", "recorded_at": "VARCHAR"}}
+# The trial columns derived from the stages table.
+STAGE_COLUMNS = ("stages_built", "stages_reused", "stage_keys")
 
 T = TypeVar("T")
 
@@ -37,7 +52,7 @@ def _files(store: Store, table: str, search_id: str | None, files: list[str] | N
     if files is None:
         if not store.parts(table, search_id):
             return None
-        pattern = f"{store.uri}/{table}/{PARTITION}={search_id}/*.parquet" if search_id else f"{store.uri}/{table}/*/*.parquet"
+        pattern = f"{store.uri}/{table}/{PARTITION}={search_id}/*.parquet" if search_id else f"{store.uri}/{table}/{PARTITION}=*/*.parquet"
         return _literal(pattern)
     return "[" + ", ".join(_literal(f) for f in files) + "]" if files else None
 
@@ -51,14 +66,15 @@ def _ident(name: str) -> str:
 
 
 def _latest(con: duckdb.DuckDBPyConnection, view: str, table: str, source: str | None, materialize: bool) -> list[str]:
-    """Create ``view``: the latest row per key of ``table``; return its columns (empty when nothing is written).
+    """Create ``view``: the latest row per key of ``table``; return its columns.
 
     ``materialize`` reads the files once into a temporary table, for callers that scan a table several times
-    (the trials view reads the epochs twice): a search's thousands of small parts are opened only once.
+    (the trials view reads the epochs twice): a search's thousands of small parts are opened only once. The
+    ``LATER`` columns are always there.
     """
     if source is None:
         keys = ", ".join(f"NULL::{'BIGINT' if k == 'epoch' else 'VARCHAR'} AS {k}" for k in KEYS[table])
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT {keys}, NULL::BIGINT AS {ORDER} WHERE false")
+        scan = f"SELECT {keys}, NULL::BIGINT AS {ORDER} WHERE false"
     else:
         scan = (
             f"SELECT {PARTITION}, * EXCLUDE ({PARTITION}) FROM read_parquet({source}, hive_partitioning = true, "
@@ -67,16 +83,18 @@ def _latest(con: duckdb.DuckDBPyConnection, view: str, table: str, source: str |
         if materialize:
             con.execute(f"CREATE OR REPLACE TEMP TABLE {view}_rows AS {scan}")
             scan = f"SELECT * FROM {view}_rows"
-        keys = ", ".join(KEYS[table])
-        con.execute(
-            f"CREATE OR REPLACE TEMP VIEW {view} AS {scan} "
-            f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {ORDER} DESC) = 1"
-        )
-    return [row[0] for row in con.execute(f"DESCRIBE {view}").fetchall()]
+    latest = f"{scan} QUALIFY row_number() OVER (PARTITION BY {', '.join(KEYS[table])} ORDER BY {ORDER} DESC) = 1"
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS {latest}")
+    columns = [row[0] for row in con.execute(f"DESCRIBE {view}").fetchall()]
+    missing = [c for c in LATER.get(table, {}) if c not in columns]
+    if missing:  # read again only for a store that needs it
+        added = ", ".join(f"NULL::{LATER[table][c]} AS {_ident(c)}" for c in missing)
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT *, {added} FROM ({latest})")
+    return columns + missing
 
 
 def connect(store: Store, search_id: str | None = None, files: dict[str, list[str]] | None = None) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection whose views ``searches``, ``trials``, ``epochs`` are the store's tables.
+    """A DuckDB connection whose views ``searches``, ``trials``, ``epochs``, ``stages`` are the store's tables.
 
     ``search_id`` limits every view to that search's files; ``files`` (per table) to exactly those files,
     read once into memory (compaction reads a fixed set of parts). The internal ``_<table>`` views keep
@@ -88,13 +106,14 @@ def connect(store: Store, search_id: str | None = None, files: dict[str, list[st
     search_columns = _latest(con, "_searches_latest", "searches", sources["searches"], materialize)
     epoch_columns = _latest(con, "_epochs", "epochs", sources["epochs"], materialize)
     event_columns = _latest(con, "_trial_events", "trials", sources["trials"], materialize)
+    _latest(con, "_stages", "stages", sources["stages"], materialize)
 
     goals = dict(BEST)
     described = "metric" in search_columns
     if described:
         for metric, mode in con.execute("SELECT DISTINCT metric, mode FROM _searches_latest WHERE metric IS NOT NULL").fetchall():
             goals.setdefault(metric, mode)
-    derived = ["epochs_run", *(f"final_{m}" for m in FINAL), *(f"best_{m}" for m in goals), "best_epoch"]
+    derived = ["epochs_run", *(f"final_{m}" for m in FINAL), *(f"best_{m}" for m in goals), "best_epoch", *STAGE_COLUMNS]
 
     def column(m: str) -> str:  # a metric no epoch has reported yet (a search whose trials all failed) is NULL
         return f"e.{_ident(m)}" if m in epoch_columns else "NULL::DOUBLE"
@@ -112,16 +131,25 @@ def connect(store: Store, search_id: str | None = None, files: dict[str, list[st
     )
     metric_value = f"CASE {pick} END" if described else "NULL::DOUBLE"
     summary.append(f"arg_max(e.epoch, ({metric_value}, -e.epoch)) FILTER (WHERE NOT isnan(({metric_value})::DOUBLE)) AS best_epoch")
-    keep = [c for c in event_columns if c not in derived]
+    keep = [c for c in event_columns if c not in derived]  # a compacted row carries the derived columns
+    in_order = f"ORDER BY recorded_at, {ORDER}"  # the order the trial recorded them
+    # The summaries are joined to the trial events: the rows of a stage result (no trial has its id) count for none.
     con.execute(
         f"""CREATE OR REPLACE TEMP VIEW _trials AS
         WITH summary AS (
             SELECT e.search_id, e.trial_id, {", ".join(summary)}
             FROM _epochs e LEFT JOIN _searches_latest s USING (search_id)
             GROUP BY e.search_id, e.trial_id
+        ), used AS (
+            SELECT search_id, trial_id,
+                string_agg(stage, ',' {in_order}) FILTER (WHERE NOT reused) AS stages_built,
+                string_agg(stage, ',' {in_order}) FILTER (WHERE reused) AS stages_reused,
+                string_agg(stage || '=' || stage_key, ',' {in_order}) AS stage_keys
+            FROM _stages GROUP BY search_id, trial_id
         )
-        SELECT {", ".join("t." + _ident(c) for c in keep)}, summary.* EXCLUDE (search_id, trial_id)
-        FROM _trial_events t LEFT JOIN summary USING (search_id, trial_id)"""
+        SELECT {", ".join("t." + _ident(c) for c in keep)}, summary.* EXCLUDE (search_id, trial_id),
+            used.* EXCLUDE (search_id, trial_id)
+        FROM _trial_events t LEFT JOIN summary USING (search_id, trial_id) LEFT JOIN used USING (search_id, trial_id)"""
     )
     stale = " EXCLUDE (num_trials)" if "num_trials" in search_columns else ""  # a compacted row carries it
     con.execute(

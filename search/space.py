@@ -190,13 +190,15 @@ class Space:
 
         Every cell sets every key that any cell sets, the base config's value where the file's cell is silent:
         Tune declares such a key as a choice (``search.tune.param_space``) and would draw it at random for a
-        point that lacks it (``beta`` of a ``cmpl`` row, when other rows set ``beta``).
+        point that lacks it (``beta`` of a ``cmpl`` row, when other rows set ``beta``). A ``--set`` override
+        replaces the key in every cell too: ``--set epochs=3`` makes every trial of a toy run 3 epochs long.
         """
         grid = {k: p.values for k, p in self.spec.space.items() if p.kind == "grid"}
         combos = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
         cells = self.spec.cells or [{}]
         shared = {k: self.base.get(k, TrainConfig.model_fields[k].default) for k in set().union(*cells)}
-        return [{**shared, **cell, **combo} for cell in cells for combo in combos]
+        forced = {k: v for k, v in self.overrides.items() if k in shared}
+        return [{**shared, **cell, **forced, **combo} for cell in cells for combo in combos]
 
     def grid_points(self) -> list[dict[str, Any]]:
         """A grid search's trials: every cell on every seed, ``num_samples`` times (other keys are sampled)."""
@@ -276,7 +278,7 @@ def load(
         if unknown:
             problems.append(f"{source}: cells[{i}]: unknown keys {', '.join(unknown)}; allowed: {', '.join(allowed)}")
             continue
-        problems += _check_config({**base, **cell}, source, f"cells[{i}]")
+        problems += _check_config({**base, **cell, **overrides}, source, f"cells[{i}]")
     if problems:
         raise SpaceError("\n".join(dict.fromkeys(problems)))
     space = Space(path=source, text=text, spec=spec, base=base, overrides=overrides)

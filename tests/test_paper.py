@@ -37,7 +37,7 @@ def toy_overrides(data: Path) -> dict[str, Any]:
 
 def test_the_paper_spaces_are_all_there() -> None:
     names = {p.stem for p in PAPER}
-    assert names == {"tau", "batch_ratio", "gamma", "beta", "backbones", "augmentations", "methods", "frame_rates"}
+    assert names == {"tau", "batch_ratio", "gamma", "beta", "backbones", "augmentations", "methods", "frame_rates", "timebalance_omega"}
     for path in PAPER:
         space = load(path)
         assert space.spec.scheduler.type == "none" and len(space.spec.seed_list) == 3
@@ -46,13 +46,14 @@ def test_the_paper_spaces_are_all_there() -> None:
 
 
 @pytest.mark.parametrize("path", PAPER, ids=lambda p: p.stem)
-def test_paper_space_runs_every_cell_at_toy_scale(path: Path, tiny_dataset: Path) -> None:
+def test_paper_space_runs_every_cell_at_toy_scale(path: Path, tiny_dataset: Path, tmp_path: Path) -> None:
     space = load(path, toy_overrides(tiny_dataset), seeds=[0])
     points = space.grid_points()
     assert len(points) == len(space.grid_cells())
     for point in points:
         history: list[dict[str, Any]] = []
-        run_local({**space.base, **point}, on_report=history.append)
+        # one stage folder, as one store: TimeBalance's omega cells share their teachers
+        run_local({**space.base, **point}, on_report=history.append, stage_root=str(tmp_path))
         assert [m["epoch"] for m in history] == [1] and math.isfinite(history[0]["loss"])
 
 

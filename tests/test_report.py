@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import re
@@ -15,8 +16,9 @@ import yaml
 
 from browser import render
 from results.page import BaselineError, write
-from results.plot import load, paper_values, plot
+from results.plot import curves, load, paper_values, plot, stages
 from results.store import Store
+from test_store import STAGES, STUDENT_EPOCHS, stage_key, timebalance_search
 
 ROOT = Path(__file__).resolve().parents[1]
 # threshold → seed → (final top1, status); 0.95 on seed 0 was stopped by ASHA after one epoch.
@@ -112,6 +114,7 @@ def test_report_pairs_seeds_against_the_baseline_and_counts_the_cost(store: Stor
     for provenance in ("spaces/tau-test.yaml", "dataset=synthetic", "0123abcd", "ray 2.60.0", "2 worker(s) × 1 CPU + 0.5 GPU"):
         assert provenance in text, provenance
     assert page.count('src="data:image/png;base64,') == 3 and not re.search(r'(src|href)="(https?:)?//', page)
+    assert "stages built" not in page  # no stage columns for a search without stages
 
 
 def test_a_baseline_that_picks_no_single_configuration_is_refused(store: Store, tmp_path: Path) -> None:
@@ -138,6 +141,33 @@ def test_commands_write_the_figures_and_the_page_without_torch_or_ray(store: Sto
     assert done.stdout.strip().splitlines()[-1] == "[]"
     assert sorted(p.name for p in (tmp_path / "f").iterdir()) == ["ablation_top1.png", "curves_top1.png", "pseudo_labels.png"]
     assert (tmp_path / "r.html").stat().st_size > 10_000
+
+
+def test_stage_results_get_their_own_figure_and_the_trials_their_stages(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    timebalance_search(store)
+    data = load(store, "tb-test")
+    assert {e["trial_id"] for e in data.epochs} == {t["trial_id"] for t in data.trials}  # the students' rows only
+    assert len(data.epochs) == 4 * STUDENT_EPOCHS and len(data.stage_epochs) == 2 * sum(STAGES.values())
+    assert [f.path.name for f in plot(data, tmp_path / "figures")] == ["ablation_top1.png", "curves_top1.png", "stages.png"]
+    fig, _, _ = curves(data, "top1")
+    [panel] = fig.axes[:1]
+    assert max(max(line.get_xdata()) for line in panel.lines) == STUDENT_EPOCHS  # no 6-epoch stage curve
+    assert max(max(line.get_ydata()) for line in panel.lines) < 90  # nor the teachers' top-1
+    fig, _, caption = stages(data, "top1")
+    assert [ax.get_title() for ax in fig.axes] == list(STAGES)  # in the order the stages were built
+    for ax, (stage, epochs) in zip(fig.axes, STAGES.items()):
+        assert [len(line.get_xdata()) for line in ax.lines] == [epochs, epochs]  # a result per seed
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        tested = " (top1 90.0, aux_top1 80.0)" if stage == "finetune_teachers" else ""
+        assert labels == [f"{stage_key(stage, seed)[:8]} seed {seed}{tested}" for seed in (0, 1)]
+    page = write(data, tmp_path / "tb.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 3 and 'alt="stages.png"' in page and html.escape(caption) in page
+    header = re.search(r"<tr><th>trial</th>.*?</tr>", page).group(0)
+    assert header.endswith("<th>stages built</th><th>stages reused</th><th>stage keys</th></tr>")
+    row = re.search(r"<tr><td>tb1.0-1</td>.*?</tr>", page).group(0)
+    keys = "<br>".join(f"{stage} <code>{stage_key(stage, 1)[:8]}</code>" for stage in STAGES)
+    assert row.endswith(f"<td></td><td>{'<br>'.join(STAGES)}</td><td>{keys}</td></tr>")
 
 
 def test_chromium_shows_the_report_and_its_figures(store: Store, tmp_path: Path) -> None:

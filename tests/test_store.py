@@ -1,9 +1,11 @@
-"""The ledger without Ray: appends, latest-wins tables, summaries derived from epochs, compaction, lean readers."""
+"""The ledger without Ray: appends, latest-wins tables, summaries derived from epochs, stages, compaction, lean readers."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import math
 import subprocess
 import sys
@@ -12,11 +14,16 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from results.ledger import stage_trial_id
 from results.report import seed_table, show
 from results.store import Store, StoreError
-from results.tables import compact, read
+from results.tables import compact, connect, read
 
 ROOT = Path(__file__).resolve().parents[1]
+# TimeBalance's teacher stages in pipeline order, and the epochs each runs in ``timebalance_search``: more than the
+# student's 4, so that a summary counting a stage's rows would show it.
+STAGES = {"pretrain_invariant": 6, "pretrain_distinctive": 6, "finetune_teachers": 5}
+STUDENT_EPOCHS = 4
 
 
 def trial(store: Store, trial_id: str, status: str, threshold: float, seed: int, wall_s: float = 0.0) -> None:
@@ -45,10 +52,60 @@ def store(tmp_path: Path) -> Store:
     return store
 
 
+def stage_key(stage: str, seed: int) -> str:
+    return hashlib.sha256(f"{stage} {seed}".encode()).hexdigest()[:16]
+
+
+def student_top1(omega: float, seed: int, n: int) -> float:
+    return 10.0 * n + 10 * omega + seed
+
+
+def timebalance_search(store: Store, search_id: str = "tb") -> None:
+    """A TimeBalance search over ω ∈ {0.5, 1} on seeds 0 and 1, as its trials write it: on each seed, the ω = 0.5
+    trial builds the three teacher stages (their epoch rows under the results' own ids, the last fine-tuning epoch
+    with both teachers' top-1 of 90 and 80) and the ω = 1 trial reuses them (after waiting, on seed 1); every
+    student trains 4 epochs. The stage results' folders lie under ``<store>/stage_results`` (``trainable.stages``)."""
+    space = {"name": "tb-test", "space": {"omega": {"grid": [0.5, 1.0]}}, "seeds": 2, "search": {"type": "grid"}}
+    store.append("searches", search_id, [{"search_id": search_id, "name": "tb-test", "space_yaml": json.dumps(space),
+                                          "seeds": "[0, 1]", "metric": "top1", "mode": "max", "planned_trials": 4,
+                                          "status": "completed", "started_at": "2026-12-01T00:00:00+00:00"}])  # fmt: skip
+    clock = iter(range(10_000))
+    for omega, seed in ((0.5, 0), (1.0, 0), (0.5, 1), (1.0, 1)):
+        trial_id, builds = f"tb{omega}-{seed}", omega == 0.5
+        row = {"trial_id": trial_id, "method": "timebalance", "omega": omega, "seed": seed, "status": "running",
+               "stopped_at_epoch": None, "wall_s": None, "started_at": f"2026-12-01T00:{next(clock):02d}:00+00:00"}  # fmt: skip
+        store.append("trials", search_id, [row])
+        for stage, epochs in STAGES.items():
+            key = stage_key(stage, seed)
+            path = store.root + f"/stage_results/{stage}/{key}/result"
+            if builds:
+                for n in range(1, epochs + 1):
+                    tested = {"top1": 90.0, "aux_top1": 80.0} if stage == "finetune_teachers" and n == epochs else {}
+                    store.append("epochs", search_id, [{"trial_id": stage_trial_id(stage, key), "stage": stage, "seed": seed,
+                                                        "epoch": n, "loss": 2.0 / n, "lr": 1e-3, "epoch_time_s": 1.0,
+                                                        "top1": math.nan, "aux_top1": math.nan, **tested}])  # fmt: skip
+                Path(path).mkdir(parents=True)
+                (Path(path) / "teacher.pt").write_text("weights")
+                (Path(path).parent / "done.json").write_text(json.dumps({"owner": trial_id}))
+            waited = 0.0 if builds or seed == 0 else 3.0
+            store.append("stages", search_id, [{"trial_id": trial_id, "seed": seed, "stage": stage, "stage_key": key,
+                                                "reused": not builds, "built_by": f"tb0.5-{seed}", "build_s": 10.0,
+                                                "waited_s": waited, "path": path,
+                                                "recorded_at": f"2026-12-01T01:{next(clock):02d}:00+00:00"}])  # fmt: skip
+        for n in range(1, STUDENT_EPOCHS + 1):
+            store.append("epochs", search_id, [{"trial_id": trial_id, "stage": "student", "seed": seed, "epoch": n,
+                                                "loss": 1.0 / n, "lr": 0.1, "top1": student_top1(omega, seed, n),
+                                                "aux_top1": math.nan}])  # fmt: skip
+        store.append("trials", search_id, [row | {"status": "completed", "wall_s": 100.0}])
+
+
 def test_latest_row_wins_and_summaries_come_from_epochs(store: Store) -> None:
     epochs = {(e["trial_id"], e["epoch"]): e for e in read(store, "epochs").to_pylist()}
     assert len(epochs) == 9 and epochs[("a", 2)]["top1"] == 99.0
+    # a store from before stages: every epoch's stage reads as NULL, no trial used a stage
+    assert {e["stage"] for e in epochs.values()} == {None} and read(store, "stages").num_rows == 0
     trials = {t["trial_id"]: t for t in read(store, "trials", "s").to_pylist()}
+    assert {(t["stages_built"], t["stages_reused"], t["stage_keys"]) for t in trials.values()} == {(None, None, None)}
     assert trials["a"]["status"] == "completed" and trials["a"]["wall_s"] == 5.0 and trials["b"]["status"] == "running"
     assert (trials["a"]["epochs_run"], trials["a"]["final_top1"], trials["a"]["best_top1"], trials["a"]["best_epoch"]) == (3, 30.0, 99.0, 2)
     assert trials["a"]["best_loss"] == pytest.approx(0.1) and math.isnan(trials["a"]["final_aux_top1"])
@@ -60,7 +117,7 @@ def test_latest_row_wins_and_summaries_come_from_epochs(store: Store) -> None:
 def test_compaction_keeps_the_tables_and_leaves_one_file_each(store: Store, tmp_path: Path) -> None:
     before = {t: sorted(map(str, read(store, t).to_pylist())) for t in ("searches", "trials", "epochs")}
     assert len(store.parts("epochs", "s")) == 10
-    assert compact(store, "s") == {"searches": 1, "trials": 3, "epochs": 9}
+    assert compact(store, "s") == {"searches": 1, "trials": 3, "epochs": 9, "stages": 0}
     assert {t: len(store.parts(t, "s")) for t in before} == {"searches": 1, "trials": 1, "epochs": 1}
     assert {t: sorted(map(str, read(store, t).to_pylist())) for t in before} == before
     # What is appended after a compaction still wins over the compacted rows.
@@ -121,3 +178,42 @@ def test_seed_table_formats_mark_the_best_configuration(store: Store) -> None:
     assert [line.split()[0] for line in text[3:] if "*" in line] == ["0.9"]
     with pytest.raises(KeyError, match="format 'html'"):
         seed_table(store, "demo", fmt="html")
+
+
+def test_trials_list_the_stages_they_built_and_reused_and_count_only_their_own_epochs(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    timebalance_search(store)
+    trials = {t["trial_id"]: t for t in read(store, "trials", "tb").to_pylist()}
+    assert sorted(trials) == ["tb0.5-0", "tb0.5-1", "tb1.0-0", "tb1.0-1"]  # the stage results are no trials
+    pipeline = ",".join(STAGES)
+    for seed in (0, 1):
+        built, reused = trials[f"tb0.5-{seed}"], trials[f"tb1.0-{seed}"]
+        assert (built["stages_built"], built["stages_reused"]) == (pipeline, None)
+        assert (reused["stages_built"], reused["stages_reused"]) == (None, pipeline)
+        keys = ",".join(f"{stage}={stage_key(stage, seed)}" for stage in STAGES)
+        assert built["stage_keys"] == reused["stage_keys"] == keys
+    for trial_id, t in trials.items():  # the student's epochs only: not the stages' 6 epochs, nor the teachers' top-1 of 90
+        omega, seed = float(trial_id[2:5]), int(trial_id[-1])
+        assert (t["epochs_run"], t["best_epoch"]) == (STUDENT_EPOCHS, STUDENT_EPOCHS)
+        assert t["final_top1"] == t["best_top1"] == student_top1(omega, seed, STUDENT_EPOCHS)
+        assert t["best_loss"] == pytest.approx(1.0 / STUDENT_EPOCHS)
+    [search] = read(store, "searches", "tb").to_pylist()
+    assert search["num_trials"] == 4
+    con = connect(store, "tb")
+    by_stage = dict(con.execute("SELECT stage, count(*) FROM epochs GROUP BY stage").fetchall())
+    assert by_stage == {"student": 16, **{stage: 2 * epochs for stage, epochs in STAGES.items()}}  # built once per seed
+    assert con.execute("SELECT sum(waited_s), count(*) FILTER (WHERE reused) FROM stages").fetchone() == (9.0, 6)
+
+
+def test_compaction_keeps_the_stages(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    timebalance_search(store)
+    tables = ("searches", "trials", "epochs", "stages")
+    before = {t: sorted(map(str, read(store, t).to_pylist())) for t in tables}
+    assert len(store.parts("stages", "tb")) == 12
+    assert compact(store, "tb") == {"searches": 1, "trials": 4, "epochs": 16 + 2 * sum(STAGES.values()), "stages": 12}
+    assert {t: len(store.parts(t, "tb")) for t in tables} == dict.fromkeys(tables, 1)
+    assert {t: sorted(map(str, read(store, t).to_pylist())) for t in tables} == before
+    # the stage results' own folders, beside the table's partitions, are left alone and read as no part of it
+    assert len(list((tmp_path / "store" / "stage_results").glob("*/*/result/teacher.pt"))) == 6
+    assert len(store.parts("stages")) == 1 and read(store, "stages").num_rows == 12

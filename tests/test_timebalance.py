@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Iterator
@@ -15,8 +16,16 @@ from trainable.data import transforms
 from trainable.data.datasets import ClipSpec, ConsecutiveClips, TrainClips
 from trainable.data.ucf101 import read_ucf101
 from trainable.data.video import VideoReader
+from trainable.catalog import TIMEBALANCE
+from trainable.config import TrainConfig
+from trainable.loop import run
+from trainable.session import LocalSession
 from trainable.stages import StageStore
 from trainable.timebalance import PaperSchedule, Teacher, finetune, finish, pretrain, pretrain_loss, similarity, student_losses
+
+from conftest import tiny_config
+
+STAGES = TIMEBALANCE.stages[:-1]  # the shared ones; the last is the student, the trial's own
 
 
 def batch_of(tiny_dataset: Path, n: int = 2, frames: int = 4) -> dict:
@@ -149,6 +158,65 @@ def test_finetuning_a_teacher_fits_the_labeled_clips(tiny_dataset: Path) -> None
 
     net = teacher()
     rows: list[dict] = []
-    finetune(net.backbone, transforms.DeviceFinish(opts, {}), "teacher_labeled", batches=batches(), device=torch.device("cpu"),
+    finetune({"invariant": net.backbone}, transforms.DeviceFinish(opts, {}), "teacher_labeled", batches=batches(), device=torch.device("cpu"),
              epochs=6, steps=3, lr=3e-3, warmup_epochs=1, on_epoch=rows.append)  # fmt: skip
     assert len(rows) == 6 and rows[-1]["loss"] < rows[0]["loss"]  # cross entropy falls on the labeled set
+
+
+def timebalance_config(tiny_dataset: Path, **overrides: object) -> dict:
+    config = tiny_config(tiny_dataset, method="timebalance", aux_backbone=None, scale="tiny", epochs=2, steps_per_epoch=2)
+    return {**config, **overrides}
+
+
+def run_timebalance(config: dict, stage_root: Path) -> tuple[list[dict], LocalSession]:
+    reports: list[dict] = []
+    session = LocalSession(on_report=reports.append, stage_root=str(stage_root))
+    run(TrainConfig.parse(config), session)
+    return reports, session
+
+
+def test_a_timebalance_run_builds_its_stages_once_and_reuses_them_by_what_they_depend_on(tiny_dataset: Path, tmp_path: Path) -> None:
+    """omega is the student's alone: a second run reuses all three stages; another seed rebuilds them all; another
+    labeled split keeps the pretrained teachers and fine-tunes again."""
+    config = timebalance_config(tiny_dataset)
+    reports, first = run_timebalance(config, tmp_path)
+    assert [(r["stage"], r["epoch"]) for r in reports] == [("student", 1), ("student", 2)]
+    assert all(math.isfinite(r["loss_pl"]) and r["loss"] == pytest.approx(r["loss_sup"] + r["loss_pl"]) for r in reports)
+    assert math.isnan(reports[0]["mask_rate_primary"]) and 0 <= reports[-1]["top1"] <= 100
+    built = first.stage_sink.stages
+    assert [(r["stage"], r["reused"]) for r in built] == [(s, False) for s in STAGES]
+    # every stage reported each of its 2 epochs; the fine-tuned teachers' test accuracy on the last one
+    assert [(e["stage"], e["epoch"]) for e in first.stage_sink.epochs] == [(s, e) for s in STAGES for e in (1, 2)]
+    last = first.stage_sink.epochs[-1]
+    assert 0 <= last["top1"] <= 100 and 0 <= last["aux_top1"] <= 100 and "top1" not in first.stage_sink.epochs[-2]
+
+    scores = json.loads((Path(built[2]["path"]) / "similarity.json").read_text())
+    assert len(scores["by_video"]) == 3 * 8 and all(0.0 <= s <= 1.0 for s in scores["by_video"].values())
+    assert sorted(scores["by_class"]) == sorted(read_ucf101(tiny_dataset).classes)
+
+    _, other_omega = run_timebalance({**config, "omega": 3.0}, tmp_path)
+    assert [(r["stage"], r["reused"], r["stage_key"]) for r in other_omega.stage_sink.stages] == [
+        (r["stage"], True, r["stage_key"]) for r in built
+    ]
+    assert other_omega.stage_sink.epochs == [] and all(r["built_by"] == first.owner for r in other_omega.stage_sink.stages)
+
+    _, other_seed = run_timebalance({**config, "seed": 1}, tmp_path)
+    assert [r["reused"] for r in other_seed.stage_sink.stages] == [False, False, False]
+
+    _, other_split = run_timebalance({**config, "labeled_per_class": 3}, tmp_path)
+    assert [(r["stage"], r["reused"]) for r in other_split.stage_sink.stages] == [
+        ("pretrain_invariant", True), ("pretrain_distinctive", True), ("finetune_teachers", False)
+    ]
+
+
+def test_the_student_starts_from_the_distinctive_teacher_or_from_scratch(tiny_dataset: Path, tmp_path: Path) -> None:
+    config = timebalance_config(tiny_dataset, epochs=1, steps_per_epoch=1, lr=1e-4)  # Adam moves each weight by about lr
+    _, session = run_timebalance(config, tmp_path)
+    pretrained = torch.load(Path(session.stage_sink.stages[1]["path"]) / "teacher.pt")
+    # after one step the student is still the pretrained backbone, give or take lr; a scratch student is not
+    student = session.state["nets"]["primary"]
+    _, scratch = run_timebalance({**config, "student_init": "scratch"}, tmp_path)
+    stem = "backbone.blocks.0.conv.weight"
+    started = student[stem] - pretrained[stem]
+    fresh = scratch.state["nets"]["primary"][stem] - pretrained[stem]
+    assert started.abs().max() < 0.01 < fresh.abs().max()

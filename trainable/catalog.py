@@ -31,6 +31,9 @@ class MethodSpec:
     contrastive: bool = False
     # The auxiliary backbone when the config names none; None exactly when there is no auxiliary.
     default_aux: str | None = None
+    # A pipeline method's stages in order: all but the last build results that trials share (teachers, stored
+    # once per key by ``trainable.stages``), the last is the trial's own training. Empty: one loop, one stage.
+    stages: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # A declaration that could never build fails at import, not in the middle of a search.
@@ -40,6 +43,8 @@ class MethodSpec:
             raise ValueError(f"method {self.name!r}: default_aux {self.default_aux!r} is not in BACKBONES")
         if self.contrastive and "aux" not in self.models:
             raise ValueError(f"method {self.name!r}: the contrastive loss needs an auxiliary")
+        if self.stages and (self.teachers or self.contrastive):
+            raise ValueError(f"method {self.name!r}: a pipeline method trains in its own module, not the shared step")
 
 
 SUPERVISED = MethodSpec("supervised")
@@ -50,5 +55,10 @@ CMPL = MethodSpec(
 # CMPL's pseudo-labelling with a CNN/transformer pair and the contrastive term.
 ACTNETFORMER = replace(CMPL, name="actnetformer", contrastive=True, default_aux="timesformer_s")
 
+# TimeBalance (CVPR 2023): a student distilled from two self-supervised teachers (``trainable.timebalance``).
+TIMEBALANCE = MethodSpec(
+    "timebalance", stages=("pretrain_invariant", "pretrain_distinctive", "finetune_teachers", "student")
+)
+
 # By name, in the paper's Table 1 order (the order error messages list them in).
-METHODS: dict[str, MethodSpec] = {m.name: m for m in (SUPERVISED, FIXMATCH, CMPL, ACTNETFORMER)}
+METHODS: dict[str, MethodSpec] = {m.name: m for m in (SUPERVISED, FIXMATCH, CMPL, ACTNETFORMER, TIMEBALANCE)}

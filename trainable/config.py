@@ -33,6 +33,9 @@ TINY_INPUT: dict[str, Any] = {
     "loader_workers": 0,
     "pin_memory": False,
     "cache_decoded": True,
+    # TimeBalance's teachers: n clips of 8 consecutive frames cover the synthetic video's 32 frames.
+    "ssl_frames": 8,
+    "ssl_stride": 1,
 }
 
 
@@ -122,6 +125,24 @@ class TrainConfig(BaseModel):
         0.0, ge=0.0, description="ramp gamma and beta linearly from 0 over this many epochs (0: off, the paper)"
     )
 
+    # TimeBalance (method timebalance; trainable.timebalance). Its teachers have the primary's backbone (a
+    # 3D-ResNet); the student is the primary, trained ``epochs`` epochs with Adam at ``lr`` after ``warmup_epochs``.
+    omega: float = Field(1.0, ge=0.0, description="timebalance: weight of the distillation loss (Eq. 2; the paper gives no value)")
+    clips_per_video: int = Field(4, ge=2, description="timebalance: n, consecutive clips per video (teacher pretraining, s)")
+    ssl_frames: int = Field(16, ge=1, description="timebalance: frames of a teacher pretraining clip")
+    ssl_stride: int = Field(2, ge=1, description="timebalance: frame step of a pretraining clip (the paper gives none)")
+    ssl_batch_size: int = Field(8, ge=2, description="timebalance: videos per pretraining step, the negatives of L_I (the paper gives none)")
+    ssl_temperature: float = Field(0.1, gt=0.0, description="timebalance: temperature of the teachers' contrastive losses")
+    pretrain_epochs: int = Field(250, ge=1, description="timebalance: each teacher's self-supervised epochs (scale tiny: epochs)")
+    finetune_epochs: int = Field(
+        50, ge=1, description="timebalance: the teachers' epochs on the labeled set (the paper gives none; scale tiny: epochs)"
+    )
+    teacher_lr: float = Field(1e-3, gt=0.0, description="timebalance: the teachers' Adam learning rate")
+    teacher_warmup_epochs: int = Field(10, ge=0, description="timebalance: the teachers' linear warm-up (scale tiny: 0)")
+    student_init: Literal["distinctive", "scratch"] = Field(
+        "distinctive", description="timebalance: the student starts from the distinctive teacher's pretrained weights, or random"
+    )
+
     # Optimisation.
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = Field(0.1, gt=0.0)
@@ -152,8 +173,12 @@ class TrainConfig(BaseModel):
     @classmethod
     def _tiny_scale(cls, values: Any) -> Any:
         # Toy scale replaces the input settings too: 224-pixel crops of a 32-pixel model make no sense.
+        # Every stage of a pipeline method is as long as the trial's own training, so that ``--set epochs=N --set
+        # steps_per_epoch=M`` makes each of them N x M steps.
         if isinstance(values, dict) and values.get("scale") == "tiny":
-            return {**values, **TINY_INPUT}
+            epochs = values.get("epochs", cls.model_fields["epochs"].default)
+            stages = {"pretrain_epochs": epochs, "finetune_epochs": epochs, "teacher_warmup_epochs": 0}
+            return {**values, **TINY_INPUT, **stages}
         return values
 
     @model_validator(mode="before")
@@ -185,6 +210,13 @@ class TrainConfig(BaseModel):
             raise ValueError("labeled_fraction: give labeled_per_class or labeled_fraction, not both")
         if self.dataset != "synthetic" and self.data_root is None:
             raise ValueError(f"data_root: required for dataset {self.dataset!r}")
+        if catalog.METHODS[self.method].stages:
+            if not self.primary_backbone.startswith("resnet3d"):
+                raise ValueError(f"primary_backbone: {self.method} needs a 3D-ResNet (its teachers' unpooled loss reads every "
+                                 f"frame), got {self.primary_backbone!r}")  # fmt: skip
+            if self.ssl_frames % self.clips_per_video:
+                raise ValueError(f"ssl_frames: the long clip's {self.ssl_frames} frames must split into clips_per_video "
+                                 f"({self.clips_per_video}) equal parts")  # fmt: skip
         return self
 
     # Derived facts, so no caller re-derives them differently.

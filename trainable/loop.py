@@ -19,9 +19,9 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
-from trainable import methods, models, parallel
+from trainable import catalog, methods, models, parallel
 from trainable.config import TrainConfig
 from trainable.data import read_index, transforms
 from trainable.data.datasets import ClipSpec, EvalClips, TrainClips
@@ -102,7 +102,8 @@ def build_data(cfg: TrainConfig, method: methods.Method, session: Session) -> Da
     return Data(index, split, labeled, unlabeled, test, reader, finish)
 
 
-def _seed(cfg: TrainConfig, epoch: int, rank: int) -> None:
+def seed_epoch(cfg: TrainConfig, epoch: int, rank: int) -> None:
+    """Every RNG from (seed, epoch, rank): an epoch draws the same whether or not the run was resumed before it."""
     seed = int(np.random.default_rng([cfg.seed, epoch, rank]).integers(2**31))
     random.seed(seed)
     np.random.seed(seed)
@@ -116,8 +117,12 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
 
 
-def _loader(dataset: TrainClips, batch_size: int, cfg: TrainConfig, epoch: int, stream: int, session: Session) -> Iterator:
-    sampler = ShardSampler(len(dataset), cfg.seed * 1000 + stream, epoch, session.rank, session.world_size)
+def endless_batches(
+    dataset: Dataset, batch_size: int, cfg: TrainConfig, epoch: int, stream: int, rank: int = 0, world_size: int = 1
+) -> Iterator:
+    """Batches of worker ``rank``'s share of shuffled passes over ``dataset``, without end; ``stream`` keeps two
+    datasets' orders apart (labeled 0, unlabeled 1)."""
+    sampler = ShardSampler(len(dataset), cfg.seed * 1000 + stream, epoch, rank, world_size)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
@@ -129,7 +134,7 @@ def _loader(dataset: TrainClips, batch_size: int, cfg: TrainConfig, epoch: int, 
     return iter(loader)
 
 
-def _unwrap(net: nn.Module) -> nn.Module:
+def unwrap(net: nn.Module) -> nn.Module:
     """The plain module under torch.compile's and DDP's wrappers, whose state_dict keys are the model's own."""
     net = getattr(net, "_orig_mod", net)
     return net.module if isinstance(net, nn.parallel.DistributedDataParallel) else net
@@ -209,8 +214,13 @@ def build_nets(cfg: TrainConfig, method: methods.Method, num_classes: int) -> di
 def run(cfg: TrainConfig, session: Session) -> None:
     """Train ``cfg.method`` for ``cfg.epochs`` epochs, reporting after every epoch."""
     cfg.check_paths()
+    if catalog.METHODS[cfg.method].stages:  # a pipeline: its stages, then its own loop
+        from trainable import timebalance
+
+        timebalance.run(cfg, session)
+        return
     method = methods.get(cfg.method)
-    _seed(cfg, 0, session.rank)
+    seed_epoch(cfg, 0, session.rank)
     data = build_data(cfg, method, session)
     num_classes = data.index.num_classes
 
@@ -255,7 +265,7 @@ def run(cfg: TrainConfig, session: Session) -> None:
     startup: dict[str, float] = {"startup_s": session.startup_s, "setup_s": time.time() - session.started}
     for epoch in range(start, cfg.epochs + 1):
         started = time.perf_counter()
-        _seed(cfg, epoch, session.rank)
+        seed_epoch(cfg, epoch, session.rank)
         sums = _train_epoch(cfg, method, nets, data, optimizers, autocast, epoch, steps, session)
         train_time = time.perf_counter() - started
         metrics: dict[str, Any] = evaluate(nets, test_loader, session, autocast)
@@ -282,7 +292,7 @@ def run(cfg: TrainConfig, session: Session) -> None:
         if session.rank == 0:
             checkpoint = {
                 "epoch": epoch,
-                "nets": {role: _unwrap(net).state_dict() for role, net in nets.items()},
+                "nets": {role: unwrap(net).state_dict() for role, net in nets.items()},
                 "optimizers": optimizers.state_dict(),
                 "split_hash": data.split.split_hash,
                 "config": cfg.model_dump(),
@@ -318,8 +328,9 @@ def _train_epoch(
 ) -> dict[str, float | torch.Tensor]:
     for net in nets.values():
         net.train()
-    labeled = _loader(data.labeled, cfg.batch_size, cfg, epoch, 0, session)
-    unlabeled = _loader(data.unlabeled, cfg.mu * cfg.batch_size, cfg, epoch, 1, session) if data.unlabeled else None
+    shard = session.rank, session.world_size
+    labeled = endless_batches(data.labeled, cfg.batch_size, cfg, epoch, 0, *shard)
+    unlabeled = endless_batches(data.unlabeled, cfg.mu * cfg.batch_size, cfg, epoch, 1, *shard) if data.unlabeled else None
     ramp_steps = cfg.unsup_warmup_epochs * steps
     gather = parallel.gather_rows if cfg.contrastive_negatives == "global" else None
     sums = new_sums()
@@ -394,8 +405,10 @@ def _epoch_metrics(sums: dict[str, float | torch.Tensor], session: Session) -> d
     return out
 
 
-def run_local(config: dict[str, Any], on_report: Any = print) -> LocalSession:
-    """Run the loop in this process without Ray (benchmarks, debugging); returns the session with the last state."""
-    session = LocalSession(on_report=on_report)
+def run_local(config: dict[str, Any], on_report: Any = print, stage_root: str | None = None) -> LocalSession:
+    """Run the loop in this process without Ray (benchmarks, debugging); returns the session with the last state
+    and, for a pipeline method, the stage results it used (``stage_sink``). ``stage_root``: where stage results are
+    kept, so runs that share one reuse them; None: a temporary folder of this run's own."""
+    session = LocalSession(on_report=on_report, stage_root=stage_root)
     run(TrainConfig.parse(config), session)
     return session

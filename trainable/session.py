@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -24,12 +25,23 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
+class StageSink(Protocol):
+    """Where a pipeline method's stage rows go (``results.ledger.EpochWriter`` in a search)."""
+
+    def write_stage_epoch(self, stage: str, key: str, metrics: dict[str, Any]) -> None: ...
+
+    def write_stage(self, row: dict[str, Any]) -> None: ...
+
+
 class Session(Protocol):
     rank: int
     world_size: int
     device: torch.device
     started: float  # wall clock when this process began the run (before importing the loop)
     startup_s: float  # what starting the worker took before that, from the trial's ``fit``; NaN if unknown
+    owner: str  # who this run is, in a stage result's record of who built it (the trial's id in a search)
+    stage_root: str  # where shared stage results live (``trainable.stages.StageStore``)
+    stage_sink: StageSink
 
     def prepare(self, net: nn.Module) -> nn.Module:
         """Move to the device; wrap for data-parallel training when there are several workers."""
@@ -49,7 +61,35 @@ class Session(Protocol):
 
 
 class EpochSink(Protocol):
+    store: Any  # ``results.store.Store``
+    trial_id: str
+
     def write(self, metrics: dict[str, Any], checkpoint_path: str | None) -> None: ...
+
+    def write_stage_epoch(self, stage: str, key: str, metrics: dict[str, Any]) -> None: ...
+
+    def write_stage(self, row: dict[str, Any]) -> None: ...
+
+
+class MemorySink:
+    """Stage rows kept in memory, for a run outside a search."""
+
+    def __init__(self) -> None:
+        self.epochs: list[dict[str, Any]] = []
+        self.stages: list[dict[str, Any]] = []
+
+    def write_stage_epoch(self, stage: str, key: str, metrics: dict[str, Any]) -> None:
+        self.epochs.append({**metrics, "stage": stage, "stage_key": key})
+
+    def write_stage(self, row: dict[str, Any]) -> None:
+        self.stages.append(row)
+
+
+def _scratch(owner: object) -> str:
+    """A folder for stage results that lives as long as ``owner``: a run outside a search shares them with nobody."""
+    folder = tempfile.TemporaryDirectory(prefix="stages-")
+    owner._scratch = folder  # type: ignore[attr-defined]  # removed when the session is
+    return folder.name
 
 
 class RaySession:
@@ -70,6 +110,12 @@ class RaySession:
         self.started = time.time() if started is None else started
         self.startup_s = startup_s
         context = ray.train.get_context()
+        # Stage results live under the search's store, so every trial of every search on it can reuse them.
+        if writer is not None:
+            self.owner, self.stage_root = writer.trial_id, writer.store.uri
+            self.stage_sink: StageSink = writer
+        else:
+            self.owner, self.stage_root, self.stage_sink = context.get_experiment_name(), _scratch(self), MemorySink()
         self.rank = context.get_world_rank()
         self.world_size = context.get_world_size()
         self.device = ray.train.torch.get_device()
@@ -112,12 +158,18 @@ class LocalSession:
         on_report: Callable[[dict[str, Any]], None] = lambda metrics: None,
         state: dict[str, Any] | None = None,
         device: str = "cpu",
+        stage_root: str | None = None,
     ) -> None:
+        """``stage_root``: where stage results are kept and found (a benchmark's runs share them); None: a
+        temporary folder of this session's own."""
         self.rank, self.world_size = 0, 1
         self.device = torch.device(device)
         self.started, self.startup_s = time.time(), math.nan
         self.on_report = on_report
         self.state = state
+        self.owner = f"local-{uuid.uuid4().hex[:8]}"  # two runs on one stage folder are two owners
+        self.stage_root = stage_root or _scratch(self)
+        self.stage_sink = MemorySink()
 
     def prepare(self, net: nn.Module) -> nn.Module:
         return net.to(self.device)

@@ -1,7 +1,8 @@
 """Results of a pipeline's stages (e.g. TimeBalance's pretrained teachers), trained once and reused by every trial
 whose stage depends on the same things.
 
-A stage result lives under the store, at ``<store>/stages/<stage>/<key>/``, where ``key`` hashes exactly what the
+A stage result lives under the store, at ``<store>/stage_results/<stage>/<key>/`` (beside the ledger's tables,
+whose ``stages`` table records which trial used which result), where ``key`` hashes exactly what the
 stage depends on (the config keys it reads, the labeled split's hash): a trial that sweeps something else (the
 student's ω, another seed of the student only) finds it and loads it instead of training. Trials that need the
 same result at the same time do not both train it: the first creates ``lock`` (an exclusive create, atomic on a
@@ -57,14 +58,14 @@ class StageResult:
 
 
 class StageStore:
-    """``<store>/stages``: one folder per stage result. The store must be a local or NFS path (a lock is an
+    """``<store>/stage_results``: one folder per stage result. The store must be a local or NFS path (a lock is an
     exclusive file create, which object stores such as s3 do not offer)."""
 
     def __init__(self, store_uri: str | os.PathLike[str], stale_s: float = 120.0, heartbeat_s: float = 5.0, poll_s: float = 1.0) -> None:
         uri = str(store_uri)
         if "://" in uri and not uri.startswith("file://"):
             raise StageStoreError(f"stage results need a store on a shared filesystem (local or NFS), not {uri}")
-        self.root = Path(uri.removeprefix("file://")).expanduser().resolve() / "stages"
+        self.root = Path(uri.removeprefix("file://")).expanduser().resolve() / "stage_results"
         self.stale_s, self.heartbeat_s, self.poll_s = stale_s, heartbeat_s, poll_s
 
     def folder(self, stage: str, key: str) -> Path:

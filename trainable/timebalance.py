@@ -9,16 +9,35 @@ unpooled time steps (``L_D2``, Supp. D).
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import logging
+import math
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
-from trainable import losses
+from trainable import losses, methods, models
+from trainable.config import TrainConfig
 from trainable.data import transforms
+from trainable.data.datasets import ClipSpec, ConsecutiveClips, EvalClips, TrainClips
+from trainable.data.index import DatasetIndex
+from trainable.data.splits import LabeledSplit, labeled_split
+from trainable.data.video import VideoReader
+from trainable.evaluate import evaluate
+from trainable.loop import endless_batches, load_index, seed_epoch, unwrap
+from trainable.metrics import METRICS
 from trainable.models.resnet3d import ResNet3d
-from trainable.session import to_device
+from trainable.session import LocalSession, Session, to_device
+from trainable.stages import StageResult, StageStore, stage_key
+
+log = logging.getLogger(__name__)
 
 Objective = Literal["invariant", "distinctive"]
 CONSECUTIVE = ("clips_a", "clips_b")  # (B, n, T, H, W, C) entries of a ConsecutiveClips batch
@@ -161,14 +180,18 @@ def pretrain(objective: Objective, teacher: Teacher, device_finish: transforms.D
     train_stage(teacher, lambda batch: pretrain_loss(objective, teacher, finish(batch, device_finish), temperature), **stage)
 
 
-def finetune(backbone: ResNet3d, device_finish: transforms.DeviceFinish, view: str, **stage: Any) -> None:
-    """A pretrained teacher's backbone and classifier trained on the labeled clips with cross entropy (Algorithm 1,
-    lines 17–21); ``view`` names the batch's clips (a ``TrainClips`` entry); ``stage``: ``train_stage``'s arguments."""
+def finetune(backbones: dict[str, ResNet3d], device_finish: transforms.DeviceFinish, view: str, **stage: Any) -> None:
+    """The pretrained teachers' backbones and classifiers trained on the labeled clips with cross entropy
+    (Algorithm 1, lines 17–21), together: one Adam over both minimises the sum of their losses, which is each
+    teacher's own loss for its own weights; ``view`` names the batch's clips (a ``TrainClips`` entry);
+    ``stage``: ``train_stage``'s arguments."""
+    both = nn.ModuleDict(backbones)
 
     def step_loss(batch: dict[str, Any]) -> torch.Tensor:
-        return losses.supervised_loss(backbone(device_finish.weak(batch[view])), batch["label"])
+        clips = device_finish.weak(batch[view])
+        return sum(losses.supervised_loss(net(clips), batch["label"]) for net in both.values())
 
-    train_stage(backbone, step_loss, **stage)
+    train_stage(both, step_loss, **stage)
 
 
 def student_losses(
@@ -189,3 +212,300 @@ def student_losses(
     supervised = losses.supervised_loss(labeled_logits, labels)
     distilled = losses.distillation_loss(logits, losses.teacher_mix(p_invariant, p_distinctive, s))
     return supervised + omega * distilled, supervised, distilled
+
+
+# The run: three shared stages (``trainable.stages``), then the student, the trial's own training.
+
+# What a teacher's pretraining depends on, beyond the training videos themselves; a key not listed here (the
+# student's omega, lr, epochs, the labeled split) can change without retraining the teachers.
+PRETRAIN_KEYS = (
+    "dataset", "data_root", "split", "primary_backbone", "scale", "input_size", "scale_min", "scale_max",
+    "clips_per_video", "ssl_frames", "ssl_stride", "ssl_batch_size", "ssl_temperature", "pretrain_epochs",
+    "teacher_lr", "teacher_warmup_epochs", "steps_per_epoch", "seed",
+)  # fmt: skip
+# Fine-tuning adds the labeled split (its hash), the clips the student will show the teachers, its own length.
+FINETUNE_KEYS = ("primary_frames", "primary_stride", "finetune_epochs", "batch_size", "steps_per_epoch", "teacher_lr",
+                 "teacher_warmup_epochs", "views_clips", "views_crops", "seed")  # fmt: skip
+TEACHER_FILE = "teacher.pt"
+SIMILARITY_FILE = "similarity.json"
+
+
+@dataclass
+class Context:
+    """What every stage of one run reads: the config, the data, where results go and who this run is."""
+
+    cfg: TrainConfig
+    session: Session
+    index: DatasetIndex
+    split: LabeledSplit
+    reader: VideoReader
+    opts: transforms.SpatialOptions
+    stages: StageStore
+
+    @property
+    def device(self) -> torch.device:
+        return self.session.device
+
+    def data_depends(self) -> dict[str, Any]:
+        """The training videos' identity: their names and labels, and how the synthetic ones were made."""
+        names = "\n".join(f"{r.name}\t{r.label}" for r in sorted(self.index.train, key=lambda r: r.name))
+        synthetic = {k: v for k, v in self.cfg.model_dump().items() if k.startswith("synthetic_") and k != "synthetic_root"}
+        return {"train_videos": hashlib.sha256(names.encode()).hexdigest()[:16], **(synthetic if self.cfg.dataset == "synthetic" else {})}
+
+    def steps(self, videos: int, batch: int) -> int:
+        return self.cfg.steps_per_epoch or max(1, math.ceil(videos / batch))
+
+    def stage(self, stage: str, depends: dict[str, Any], build: Callable[[Path, str], None]) -> StageResult:
+        """The stage's result, built here by ``build(folder, key)`` unless it exists or another run builds it;
+        rank 0 records in the ``stages`` table which result this trial used and whether it built it."""
+        key = stage_key(stage, depends)
+        started = time.monotonic()
+        result = self.stages.get(stage, depends, lambda folder: build(folder, key), owner=self.session.owner)
+        built_here = result.info.get("owner") == self.session.owner  # also when an earlier attempt of this trial built it
+        if self.session.rank == 0:
+            self.session.stage_sink.write_stage({
+                "stage": stage, "stage_key": result.key, "reused": not built_here, "built_by": result.info.get("owner"),
+                "build_s": result.info.get("seconds"), "waited_s": 0.0 if built_here else time.monotonic() - started,
+                "path": str(result.path),
+            })  # fmt: skip
+        return result
+
+    def reporter(self, stage: str, key: str, epochs: int) -> Callable[[dict[str, Any]], None]:
+        """Writes a stage's epoch rows (``stage-<stage>-<key>`` in the epochs table) and logs them."""
+
+        def on_epoch(metrics: dict[str, Any]) -> None:
+            self.session.stage_sink.write_stage_epoch(stage, key, metrics)
+            extra = "".join(f"  {k} {metrics[k]:.1f}" for k in ("top1", "aux_top1") if k in metrics)
+            log.info("%s %s: epoch %d/%d  loss %.4f  lr %.2g%s  %.1f s", stage, key[:8], metrics["epoch"], epochs,
+                     metrics["loss"], metrics["lr"], extra, metrics["epoch_time_s"])  # fmt: skip
+
+        return on_epoch
+
+    def teacher(self, num_classes: int) -> Teacher:
+        backbone = models.build(self.cfg.primary_backbone, num_classes, self.cfg.ssl_frames, self.cfg.input_size, self.cfg.scale)
+        return Teacher(backbone, models.TeacherProjection(backbone.num_features))
+
+    def consecutive(self, augment: transforms.Transform, pretraining: bool = True) -> ConsecutiveClips:
+        clip = ClipSpec(self.cfg.ssl_frames, self.cfg.ssl_stride)
+        return ConsecutiveClips(self.index.train, self.reader, clip, self.cfg.clips_per_video, augment, pretraining)
+
+    def test_loader(self, models_: tuple[str, ...], rank: int = 0, world_size: int = 1) -> DataLoader:
+        """The multi-view test set, this worker's share; one entry per name in ``models_`` (the same clips)."""
+        spec = ClipSpec(self.cfg.primary_frames, self.cfg.primary_stride)
+        views = transforms.test_views(self.opts, self.cfg.views_crops)
+        test = EvalClips(self.index.test[rank::world_size], self.reader, dict.fromkeys(models_, spec), self.cfg.views_clips, views)
+        return DataLoader(test, batch_size=max(1, self.cfg.batch_size), num_workers=self.cfg.loader_workers)
+
+
+def pretrain_stage(ctx: Context, objective: Objective) -> StageResult:
+    """One teacher's self-supervised pretraining on every training video (labels unused), shared by key."""
+    cfg, stage = ctx.cfg, f"pretrain_{objective}"
+    depends = {"objective": objective, **{k: getattr(cfg, k) for k in PRETRAIN_KEYS}, **ctx.data_depends()}
+
+    def build(folder: Path, key: str) -> None:
+        seed_epoch(cfg, 0, 0)
+        torch.manual_seed(int(hashlib.sha256(stage.encode()).hexdigest()[:8], 16) + cfg.seed)  # two teachers, two inits
+        teacher = ctx.teacher(ctx.index.num_classes).to(ctx.device)
+        data = ctx.consecutive(transforms.geometric(ctx.opts))
+        steps = ctx.steps(len(data), cfg.ssl_batch_size)
+        batches = endless_batches(data, cfg.ssl_batch_size, cfg, 0, 2)
+        pretrain(objective, teacher, transforms.DeviceFinish(ctx.opts, {}), cfg.ssl_temperature, batches=batches, device=ctx.device,
+                 epochs=cfg.pretrain_epochs, steps=steps, lr=cfg.teacher_lr, warmup_epochs=cfg.teacher_warmup_epochs,
+                 on_epoch=ctx.reporter(stage, key, cfg.pretrain_epochs))  # fmt: skip
+        torch.save(teacher.cpu().state_dict(), folder / TEACHER_FILE)
+
+    return ctx.stage(stage, depends, build)
+
+
+def load_teacher(ctx: Context, result: StageResult, num_classes: int) -> Teacher:
+    teacher = ctx.teacher(num_classes)
+    teacher.load_state_dict(torch.load(result.path / TEACHER_FILE, map_location="cpu"))
+    return teacher.to(ctx.device)
+
+
+@torch.no_grad()
+def video_similarity(ctx: Context, invariant: Teacher, distinctive: Teacher) -> dict[str, float]:
+    """``s`` of every training video (Eq. 5–6), by name: its n consecutive clips from a fixed start, centre crops."""
+    seed_epoch(ctx.cfg, 0, 0)
+    centre = transforms.test_views(ctx.opts, 1)
+    data = ctx.consecutive(lambda clip: centre(clip)[0], pretraining=False)
+    scores: dict[str, float] = {}
+    for batch in DataLoader(data, batch_size=ctx.cfg.ssl_batch_size, num_workers=ctx.cfg.loader_workers):
+        s = similarity(invariant, distinctive, batch["clips_a"].to(ctx.device))
+        scores.update((ctx.index.train[i].name, v) for i, v in zip(batch["index"].tolist(), s.tolist()))
+    return scores
+
+
+def finetune_stage(ctx: Context, invariant: StageResult, distinctive: StageResult) -> StageResult:
+    """Both teachers fine-tuned on the labeled set, and ``s`` of every video from the pretrained ones (Algorithm 1,
+    line 16); the result holds both fine-tuned backbones and the scores."""
+    cfg, stage = ctx.cfg, "finetune_teachers"
+    depends = {"pretrained": [invariant.key, distinctive.key], "split_hash": ctx.split.split_hash,
+               **{k: getattr(cfg, k) for k in FINETUNE_KEYS}}  # fmt: skip
+
+    def build(folder: Path, key: str) -> None:
+        num_classes = ctx.index.num_classes
+        teachers = {"invariant": load_teacher(ctx, invariant, num_classes), "distinctive": load_teacher(ctx, distinctive, num_classes)}
+        scores = video_similarity(ctx, teachers["invariant"], teachers["distinctive"])
+        seed_epoch(cfg, 0, 0)
+        clip = ClipSpec(cfg.primary_frames, cfg.primary_stride)
+        labeled = TrainClips(ctx.split.labeled, ctx.reader, {"teacher": clip}, {"labeled": transforms.geometric(ctx.opts)})
+        backbones = {name: t.backbone for name, t in teachers.items()}
+        report = ctx.reporter(stage, key, cfg.finetune_epochs)
+        alone = LocalSession(device=str(ctx.device), stage_root=ctx.session.stage_root)  # the test set unsharded
+
+        def on_epoch(metrics: dict[str, Any]) -> None:
+            if metrics["epoch"] == cfg.finetune_epochs:  # the teachers' test accuracy, once (Table 2, rows b–c)
+                nets = {"primary": methods.Net(backbones["invariant"]), "aux": methods.Net(backbones["distinctive"])}
+                accuracy = evaluate(nets, ctx.test_loader(("primary", "aux")), alone, contextlib.nullcontext())
+                metrics = {**metrics, "top1": accuracy["top1"], "aux_top1": accuracy["aux_top1"]}
+            report(metrics)
+
+        finetune(backbones, transforms.DeviceFinish(ctx.opts, {}), "teacher_labeled",
+                 batches=endless_batches(labeled, cfg.batch_size, cfg, 0, 3), device=ctx.device, epochs=cfg.finetune_epochs,
+                 steps=ctx.steps(len(labeled), cfg.batch_size), lr=cfg.teacher_lr, warmup_epochs=cfg.teacher_warmup_epochs,
+                 on_epoch=on_epoch)  # fmt: skip
+        for name, backbone in backbones.items():
+            torch.save(backbone.cpu().state_dict(), folder / f"{name}.pt")
+        _write_json(folder / SIMILARITY_FILE, {"by_video": scores, "by_class": class_similarity(ctx.index, scores)})
+
+    return ctx.stage(stage, depends, build)
+
+
+def class_similarity(index: DatasetIndex, scores: dict[str, float]) -> dict[str, float]:
+    """Mean ``s`` of each class's training videos (the paper's Fig. 4: high for repetitive actions)."""
+    by_class: dict[int, list[float]] = {}
+    for record in index.train:
+        if record.name in scores:
+            by_class.setdefault(record.label, []).append(scores[record.name])
+    return {index.classes[label]: sum(v) / len(v) for label, v in sorted(by_class.items())}
+
+
+def _write_json(path: Path, value: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value, indent=1, sort_keys=True))
+    tmp.replace(path)
+
+
+def run(cfg: TrainConfig, session: Session) -> None:
+    """TimeBalance (Algorithm 1): the two teachers' pretraining and their fine-tuning, each found, waited for or
+    built once per key; then the student, ``cfg.epochs`` epochs reported as the loop's are (``stage`` "student")."""
+    seed_epoch(cfg, 0, session.rank)
+    index = load_index(cfg, progress=session.rank == 0)
+    split = labeled_split(index.train, cfg.labeled_per_class, cfg.labeled_seed, cfg.labeled_fraction)
+    opts = transforms.SpatialOptions(input_size=cfg.input_size, scale_min=cfg.scale_min, scale_max=cfg.scale_max,
+                                     randaug_ops=cfg.randaug_ops, randaug_magnitude=cfg.randaug_magnitude, cutout=cfg.cutout)  # fmt: skip
+    ctx = Context(cfg, session, index, split, VideoReader(cache=cfg.cache_decoded), opts, StageStore(session.stage_root))
+    invariant = pretrain_stage(ctx, "invariant")
+    distinctive = pretrain_stage(ctx, "distinctive")
+    tuned = finetune_stage(ctx, invariant, distinctive)
+    Student(ctx, distinctive, tuned).train()
+
+
+class Student:
+    """The student's semi-supervised training (Algorithm 1, lines 22–25): each step a labeled batch and ``mu`` times
+    as many unlabeled clips, one forward pass of the student over both, the fine-tuned teachers' predictions of
+    the same clips mixed by each video's ``s``; Adam with the paper's schedule at ``lr``."""
+
+    def __init__(self, ctx: Context, distinctive: StageResult, tuned: StageResult) -> None:
+        cfg, session = ctx.cfg, ctx.session
+        self.ctx, self.cfg, self.session = ctx, cfg, session
+        num_classes = ctx.index.num_classes
+        scores = json.loads((tuned.path / SIMILARITY_FILE).read_text())["by_video"]
+        clip = ClipSpec(cfg.primary_frames, cfg.primary_stride)
+        crop = transforms.geometric(ctx.opts)
+        self.labeled = TrainClips(ctx.split.labeled, ctx.reader, {"primary": clip}, {"labeled": crop})
+        self.unlabeled = TrainClips(ctx.split.unlabeled, ctx.reader, {"primary": clip}, {"clip": crop})
+        # A video whose clips could not be scored (unreadable) gets the even mix.
+        self.s = {name: torch.tensor([scores.get(r.name, 0.5) for r in data.records], device=session.device)
+                  for name, data in (("labeled", self.labeled), ("unlabeled", self.unlabeled))}  # fmt: skip
+        self.finish = transforms.DeviceFinish(ctx.opts, {"primary_labeled": "weak", "primary_clip": "weak"})
+        self.teachers = {}
+        for name in ("invariant", "distinctive"):
+            backbone = models.build(cfg.primary_backbone, num_classes, cfg.primary_frames, cfg.input_size, cfg.scale)
+            backbone.load_state_dict(torch.load(tuned.path / f"{name}.pt", map_location="cpu"))
+            self.teachers[name] = backbone.to(session.device).eval().requires_grad_(False)
+
+        student = models.build(cfg.primary_backbone, num_classes, cfg.primary_frames, cfg.input_size, cfg.scale)
+        if cfg.student_init == "distinctive":  # the paper starts from a self-supervised model (TCLR, a distinctive one)
+            pretrained = torch.load(distinctive.path / TEACHER_FILE, map_location="cpu")
+            student.load_state_dict({k.removeprefix("backbone."): v for k, v in pretrained.items()
+                                     if k.startswith("backbone.") and not k.startswith("backbone.fc.")}, strict=False)  # fmt: skip
+        self.state = session.restore()
+        net = methods.Net(student, channels_last=cfg.channels_last)
+        if self.state is not None:
+            net.load_state_dict(self.state["nets"]["primary"])
+        self.net = session.prepare(net)
+        pool = len(ctx.split.unlabeled)
+        self.steps = cfg.steps_per_epoch or max(1, math.ceil(pool / (cfg.mu * cfg.batch_size * session.world_size)))
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.schedule = PaperSchedule(self.optimizer, cfg.lr, round(cfg.warmup_epochs), self.steps)
+        if self.state is not None:
+            self.optimizer.load_state_dict(self.state["optimizer"])
+            self.schedule.load_state_dict(self.state["schedule"])
+        self.autocast = torch.autocast(session.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+
+    def train(self) -> None:
+        cfg, session = self.cfg, self.session
+        start = 1 if self.state is None else self.state["epoch"] + 1
+        if start > cfg.epochs and self.state is not None:
+            session.report(self.state["metrics"], None)  # restored after its last epoch: tell the scheduler again
+        test = self.ctx.test_loader(("primary",), session.rank, session.world_size)
+        startup = {"startup_s": session.startup_s, "setup_s": time.time() - session.started}
+        for epoch in range(start, cfg.epochs + 1):
+            started = time.perf_counter()
+            seed_epoch(cfg, epoch, session.rank)
+            sums = self.epoch(epoch)
+            train_time = time.perf_counter() - started
+            # The loop's metrics, those without a meaning here NaN (mask rates, the contrastive loss); the
+            # distillation is the unlabeled term, loss_pl.
+            metrics: dict[str, Any] = {**dict.fromkeys(METRICS, math.nan), **evaluate({"primary": self.net}, test, session, self.autocast)}
+            steps, clips, loss, supervised, distilled = session.all_reduce(torch.stack(sums)).tolist()
+            self.schedule.after_epoch(loss / steps)
+            metrics.update(
+                stage="student", epoch=epoch, loss=loss / steps, loss_sup=supervised / steps, loss_pl=distilled / steps,
+                epoch_time_s=time.perf_counter() - started, clips_per_s=clips / train_time, lr=self.schedule.current,
+                split_hash=self.ctx.split.split_hash, videos_missing=len(self.ctx.index.missing),
+                videos_skipped=len(self.ctx.reader.failed), **startup,
+            )  # fmt: skip
+            startup = dict.fromkeys(startup, math.nan)
+            checkpoint = None
+            if session.rank == 0:
+                log.info("student: epoch %d/%d  top1 %.1f  loss %.3f (ce %.3f, distill %.4f)  %.1f s", epoch, cfg.epochs,
+                         metrics["top1"], metrics["loss"], metrics["loss_sup"], metrics["loss_pl"], metrics["epoch_time_s"])  # fmt: skip
+                checkpoint = {
+                    "epoch": epoch, "nets": {"primary": unwrap(self.net).state_dict()}, "optimizer": self.optimizer.state_dict(),
+                    "schedule": self.schedule.state_dict(), "split_hash": self.ctx.split.split_hash,
+                    "config": cfg.model_dump(), "metrics": metrics,
+                }  # fmt: skip
+            session.report(metrics, checkpoint)
+
+    def epoch(self, epoch: int) -> list[torch.Tensor]:
+        """One epoch's steps; the sums of steps, clips, loss, cross entropy and distillation, on the device."""
+        cfg, session = self.cfg, self.session
+        self.net.train()
+        shard = session.rank, session.world_size
+        labeled = endless_batches(self.labeled, cfg.batch_size, cfg, epoch, 0, *shard)
+        unlabeled = endless_batches(self.unlabeled, cfg.mu * cfg.batch_size, cfg, epoch, 1, *shard)
+        sums = [torch.zeros((), dtype=torch.float64, device=session.device) for _ in range(5)]
+        for _ in range(self.steps):
+            lab = self.finish(to_device(next(labeled), session.device))
+            unl = self.finish(to_device(next(unlabeled), session.device))
+            clips = torch.cat([lab["primary_labeled"], unl["primary_clip"]])
+            s = torch.cat([self.s["labeled"][lab["index"]], self.s["unlabeled"][unl["index"]]])
+            with self.autocast:
+                logits, _ = self.net(clips)
+                with torch.no_grad():
+                    p_i, p_d = (t(clips).float().softmax(dim=-1) for t in self.teachers.values())
+            labels = lab["label"]
+            logits = logits.float()
+            loss, supervised, distilled = student_losses(logits[: len(labels)], labels, logits, p_i, p_d, s, cfg.omega)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip is not None:
+                nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
+            self.optimizer.step()
+            self.schedule.after_step()
+            for i, value in enumerate((1, len(clips), loss.detach(), supervised.detach(), distilled.detach())):
+                sums[i] += value
+        return sums

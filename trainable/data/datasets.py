@@ -136,20 +136,24 @@ class ConsecutiveClips(_Videos):
     C)``) and the long clip over the same stretch (``long``: ``(T, H, W, C)``): what a temporally-invariant or
     -distinctive teacher learns from, labels unused."""
 
-    def __init__(self, records: list[VideoRecord], reader: VideoReader, clip: ClipSpec, n: int, augment: Transform) -> None:
+    def __init__(
+        self, records: list[VideoRecord], reader: VideoReader, clip: ClipSpec, n: int, augment: Transform, pretraining: bool = True
+    ) -> None:
+        """``pretraining`` False: ``clips_a`` only, what the similarity score ``s`` reads."""
         super().__init__(records, reader)
         if n < 2:
             raise ValueError(f"consecutive clips: n must be at least 2 (the contrastive losses compare clips), got {n}")
-        self.clip, self.n, self.augment = clip, n, augment
+        self.clip, self.n, self.augment, self.pretraining = clip, n, augment, pretraining
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
         rng = np.random.default_rng(int(torch.randint(0, 2**31, ())))  # seeded per epoch and worker by the loop
         index, clips = self._clips(index, lambda count: consecutive_clips(count, self.clip, self.n, rng))
         local = clips[: self.n]
-        return {
+        item: dict[str, torch.Tensor | int] = {
             "label": self.records[index].label,
             "index": index,
             "clips_a": torch.stack([self.augment(c) for c in local]),
-            "clips_b": torch.stack([self.augment(c) for c in local]),
-            "long": self.augment(clips[self.n]),
         }
+        if self.pretraining:
+            item.update(clips_b=torch.stack([self.augment(c) for c in local]), long=self.augment(clips[self.n]))
+        return item

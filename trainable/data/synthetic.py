@@ -119,6 +119,13 @@ MOTIONS: dict[str, Motion] = {
     "UpThenSideways": lambda t, rng, n: _up_then_sideways(t, rng),
     "GrowThenFall": lambda t, rng, n: _grow_then_fall(t, rng),
 }
+# What each class's clips have in common over time, for reading TimeBalance's temporal similarity s per class:
+# a periodic motion's clips look alike wherever they are cut (high s expected), a two-part motion's do not.
+MOTION_KINDS: dict[str, str] = {
+    "MoveUp": "one motion", "MoveDown": "one motion", "MoveSideways": "one motion", "Grow": "one motion",
+    "Shrink": "one motion", "Circle": "periodic", "Blink": "periodic", "WaveHorizontal": "periodic",
+    "WaveVertical": "periodic", "Still": "still", "UpThenSideways": "two sub-motions", "GrowThenFall": "two sub-motions",
+}  # fmt: skip
 
 
 def _colour(rng: np.random.Generator, hue: float | None = None) -> np.ndarray:
