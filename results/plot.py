@@ -336,6 +336,8 @@ def stages(data: SearchData, metric: str) -> tuple[Figure, str, str] | None:
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if all(len(rows) == 1 for rows in by_id.values()):  # one epoch (a toy run): no fractional epochs around it
+            ax.set_xticks([1])
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
     fig.suptitle(f"{data.search.get('name')}: stage results built by this search", fontsize=10)

@@ -14,12 +14,14 @@ from typing import Any
 from results.callback import ResultsCallback
 from results.ledger import now
 from results.report import show
-from results.store import Store, check_search_id
+from results.store import Store, StoreError, check_search_id
 from search.resume import Earlier, plan
 from search.space import Space
 from search.tune import DRIVER_RESOURCE, build_tuner
+from trainable import catalog
 from trainable.config import TrainConfig
 from trainable.data.synthetic import ensure_synthetic
+from trainable.stages import StageStore, StageStoreError
 
 log = logging.getLogger(__name__)
 
@@ -154,12 +156,28 @@ def search_row(space: Space, search_id: str, store: Store, address: str | None, 
     }
 
 
+def check_stage_store(space: Space, store_uri: str) -> None:
+    """A pipeline method shares its stage results through files under the store (``trainable.stages``): refuse a
+    store where that cannot work before any trial starts, not in every trial once it has started."""
+    methods = {space.base.get("method", TrainConfig.model_fields["method"].default)}
+    methods |= {cell["method"] for cell in space.grid_cells() if "method" in cell}
+    if "method" in space.spec.space:
+        methods |= set(space.spec.space["method"].examples())
+    staged = sorted(m for m in methods if catalog.METHODS[m].stages)
+    if staged:
+        try:
+            StageStore(store_uri)
+        except StageStoreError as exc:
+            raise StoreError(f"{space.path}: method {', '.join(staged)}: {exc}") from None
+
+
 def run(space: Space, store: Store, address: str | None = None, name: str | None = None) -> str:
     """Run ``space``; when ``name`` names a search the store has, continue it (see ``search.resume``).
 
     Returns the search id.
     """
     search_id = check_search_id(name or f"{space.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    check_stage_store(space, store.uri)
     earlier = Earlier.load(store, search_id, space.spec.metric)
     todo = plan(space, earlier)
     if earlier.search:
@@ -187,5 +205,5 @@ def run(space: Space, store: Store, address: str | None = None, name: str | None
         callback.finish("completed")
     print(f"\nsearch {search_id}: trials by {space.spec.metric} ({space.spec.mode})")
     print(show(store, search_id))
-    print(f"\nParquet tables: {store.uri}/{{searches,trials,epochs}}/search_id={search_id}/")
+    print(f"\nParquet tables: {store.uri}/{{searches,trials,epochs,stages}}/search_id={search_id}/")
     return search_id

@@ -18,7 +18,7 @@ from results.page import write
 from results.plot import load as load_search
 from results.plot import plot
 from results.report import query, seed_table, show
-from results.store import Store
+from results.store import Store, StoreError
 from results.tables import read
 from search.space import SpaceError, load
 from search.tune import param_space, searcher
@@ -135,6 +135,18 @@ def test_a_set_override_replaces_the_key_in_every_cell(tmp_path: Path) -> None:
     assert [(c["method"], c["epochs"], c["lr"]) for c in cells] == [("supervised", 1, 0.5), ("timebalance", 1, 0.5)]
     with pytest.raises(SpaceError, match=r"cells\[1\]\.ssl_frames: the long clip's 6 frames"):
         load(path, {"ssl_frames": 6})  # an override is checked in every cell it reaches
+
+
+def test_a_pipeline_method_needs_a_store_on_a_filesystem(tmp_path: Path) -> None:
+    """TimeBalance's teachers are shared through files with an exclusive-create lock: an s3 store is refused
+    before Ray starts, naming the file and the method."""
+    from search.runner import check_stage_store
+
+    path = write_space(tmp_path / "m.yaml", name="m", cells=[{"method": "supervised"}, {"method": "timebalance"}])
+    with pytest.raises(StoreError, match=r"m\.yaml: method timebalance: stage results need a store on a shared filesystem"):
+        check_stage_store(load(path), "s3://bucket/store")
+    check_stage_store(load(path), str(tmp_path / "store"))  # a folder is fine
+    check_stage_store(load(write_space(tmp_path / "s.yaml", name="s", base={"method": "supervised"})), "s3://bucket/store")
 
 
 def first_suggestions(space_path: Path, n: int) -> list[dict]:

@@ -220,3 +220,45 @@ def test_the_student_starts_from_the_distinctive_teacher_or_from_scratch(tiny_da
     started = student[stem] - pretrained[stem]
     fresh = scratch.state["nets"]["primary"][stem] - pretrained[stem]
     assert started.abs().max() < 0.01 < fresh.abs().max()
+
+
+@pytest.mark.parametrize("objective", ["invariant", "distinctive"])
+def test_a_teacher_stage_trains_under_bf16_autocast_with_float32_losses(tiny_dataset: Path, objective: str) -> None:
+    """``precision: bf16``'s path, on the CPU: the backbone runs in bf16, the projections and the loss in float32."""
+    torch.manual_seed(0)
+    net, rows = teacher(), []
+    batch = batch_of(tiny_dataset)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert net.project(batch["clips_a"]).dtype == torch.float32
+    pretrain(objective, net, transforms.DeviceFinish(transforms.SpatialOptions(input_size=32, scale_min=32, scale_max=36), {}),
+             0.1, batches=endless(tiny_dataset), device=torch.device("cpu"), epochs=2, steps=2, lr=1e-3, warmup_epochs=0,
+             on_epoch=rows.append, autocast=torch.autocast("cpu", dtype=torch.bfloat16))  # fmt: skip
+    assert len(rows) == 2 and all(math.isfinite(r["loss"]) for r in rows)
+
+
+def test_two_train_workers_share_the_stages_and_train_the_student_together(ray_local: str, tiny_dataset: Path, tmp_path: Path) -> None:
+    """The trial's real worker function on two Ray Train workers: one builds each stage while the other waits
+    for it, rank 0 records them, and the student trains data-parallel (its test accuracy summed over both)."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from results.ledger import EpochWriter
+    from results.store import Store
+    from results.tables import read
+    from trainable.worker import WRITER_KEY, train_loop_per_worker
+
+    store = Store(tmp_path / "store")
+    config = timebalance_config(tiny_dataset, epochs=1, steps_per_epoch=2)
+    result = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={**config, WRITER_KEY: EpochWriter(store, "two", "t0", 0)},
+        scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
+        run_config=RunConfig(name="two-workers", storage_path=str(tmp_path / "ray")),
+    ).fit()
+    assert result.error is None
+    assert result.metrics["stage"] == "student" and result.metrics["epoch"] == 1 and 0 <= result.metrics["top1"] <= 100
+    stages = read(store, "stages", "two").to_pylist()
+    assert sorted((r["stage"], r["reused"], r["built_by"]) for r in stages) == sorted((s, False, "t0") for s in STAGES)
+    epochs = read(store, "epochs", "two").to_pylist()
+    assert sorted(e["stage"] for e in epochs) == sorted(STAGES)  # one epoch each, written once
+    assert len(list((tmp_path / "store" / "stage_results").glob("*/*/done.json"))) == 3

@@ -134,6 +134,12 @@ def endless_batches(
     return iter(loader)
 
 
+def autocast_for(cfg: TrainConfig, device: torch.device) -> torch.autocast:
+    """bf16 autocast on ``device`` with ``precision: bf16``; off (a no-op context) otherwise. Losses are computed
+    in float32 outside it."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+
+
 def unwrap(net: nn.Module) -> nn.Module:
     """The plain module under torch.compile's and DDP's wrappers, whose state_dict keys are the model's own."""
     net = getattr(net, "_orig_mod", net)
@@ -243,7 +249,7 @@ def run(cfg: TrainConfig, session: Session) -> None:
         if state["split_hash"] != data.split.split_hash:
             log.warning("resuming with a different labeled split (%s, was %s)", data.split.split_hash, state["split_hash"])
 
-    autocast = torch.autocast(session.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    autocast = autocast_for(cfg, session.device)
     test_loader = DataLoader(data.test, batch_size=max(1, cfg.batch_size), num_workers=cfg.loader_workers)
     if session.rank == 0:
         log.info(

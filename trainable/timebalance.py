@@ -31,7 +31,7 @@ from trainable.data.index import DatasetIndex
 from trainable.data.splits import LabeledSplit, labeled_split
 from trainable.data.video import VideoReader
 from trainable.evaluate import evaluate
-from trainable.loop import endless_batches, load_index, seed_epoch, unwrap
+from trainable.loop import autocast_for, endless_batches, load_index, seed_epoch, unwrap
 from trainable.metrics import METRICS
 from trainable.models.resnet3d import ResNet3d
 from trainable.session import LocalSession, Session, to_device
@@ -54,9 +54,10 @@ class Teacher(nn.Module):
         self.projection = projection
 
     def project(self, clips: torch.Tensor) -> torch.Tensor:
-        """``(B, n, C, T, H, W)`` clips to ``(B, n, d)`` projections."""
+        """``(B, n, C, T, H, W)`` clips to ``(B, n, d)`` projections, in float32 whatever autocast computed them in:
+        the contrastive losses divide cosines by a temperature of 0.1 before ``exp``."""
         videos, n = clips.shape[:2]
-        return self.projection(self.backbone.forward_features(clips.flatten(0, 1))).view(videos, n, -1)
+        return self.projection(self.backbone.forward_features(clips.flatten(0, 1))).float().view(videos, n, -1)
 
     def project_slices(self, long: torch.Tensor, n: int) -> torch.Tensor:
         """The long clip's time axis cut into ``n`` equal parts, each pooled and projected: ``(B, n, d)``."""
@@ -64,7 +65,7 @@ class Teacher(nn.Module):
         videos, frames, channels = steps.shape
         if frames % n:
             raise ValueError(f"the long clip's {frames} time steps do not split into {n} equal parts")
-        return self.projection(steps.view(videos, n, frames // n, channels).mean(dim=2).flatten(0, 1)).view(videos, n, -1)
+        return self.projection(steps.view(videos, n, frames // n, channels).mean(dim=2).flatten(0, 1)).float().view(videos, n, -1)
 
 
 def finish(batch: dict[str, Any], device_finish: transforms.DeviceFinish) -> dict[str, Any]:
@@ -153,9 +154,11 @@ def train_stage(
     lr: float,
     warmup_epochs: int,
     on_epoch: Callable[[dict[str, Any]], None],
+    autocast: contextlib.AbstractContextManager = contextlib.nullcontext(),
 ) -> None:
     """One teacher stage: Adam with the paper's schedule over ``epochs`` of ``steps`` batches, each batch moved to
-    ``device`` and scored by ``step_loss``; ``on_epoch`` is told each epoch's mean loss and learning rate."""
+    ``device`` and scored by ``step_loss`` under ``autocast`` (bf16 with ``precision: bf16``); ``on_epoch`` is told
+    each epoch's mean loss and learning rate."""
     net.train()
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     schedule = PaperSchedule(optimizer, lr, warmup_epochs, steps)
@@ -163,7 +166,8 @@ def train_stage(
         started = time.perf_counter()
         total = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device, read once an epoch
         for _ in range(steps):
-            loss = step_loss(to_device(next(batches), device))
+            with autocast:
+                loss = step_loss(to_device(next(batches), device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -189,7 +193,7 @@ def finetune(backbones: dict[str, ResNet3d], device_finish: transforms.DeviceFin
 
     def step_loss(batch: dict[str, Any]) -> torch.Tensor:
         clips = device_finish.weak(batch[view])
-        return sum(losses.supervised_loss(net(clips), batch["label"]) for net in both.values())
+        return sum(losses.supervised_loss(net(clips).float(), batch["label"]) for net in both.values())
 
     train_stage(both, step_loss, **stage)
 
@@ -221,7 +225,7 @@ def student_losses(
 PRETRAIN_KEYS = (
     "dataset", "data_root", "split", "primary_backbone", "scale", "input_size", "scale_min", "scale_max",
     "clips_per_video", "ssl_frames", "ssl_stride", "ssl_batch_size", "ssl_temperature", "pretrain_epochs",
-    "teacher_lr", "teacher_warmup_epochs", "steps_per_epoch", "seed",
+    "teacher_lr", "teacher_warmup_epochs", "steps_per_epoch", "precision", "seed",
 )  # fmt: skip
 # Fine-tuning adds the labeled split (its hash), the clips the student will show the teachers, its own length.
 FINETUNE_KEYS = ("primary_frames", "primary_stride", "finetune_epochs", "batch_size", "steps_per_epoch", "teacher_lr",
@@ -251,6 +255,9 @@ class Context:
         names = "\n".join(f"{r.name}\t{r.label}" for r in sorted(self.index.train, key=lambda r: r.name))
         synthetic = {k: v for k, v in self.cfg.model_dump().items() if k.startswith("synthetic_") and k != "synthetic_root"}
         return {"train_videos": hashlib.sha256(names.encode()).hexdigest()[:16], **(synthetic if self.cfg.dataset == "synthetic" else {})}
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return autocast_for(self.cfg, self.device)
 
     def steps(self, videos: int, batch: int) -> int:
         return self.cfg.steps_per_epoch or max(1, math.ceil(videos / batch))
@@ -311,7 +318,7 @@ def pretrain_stage(ctx: Context, objective: Objective) -> StageResult:
         batches = endless_batches(data, cfg.ssl_batch_size, cfg, 0, 2)
         pretrain(objective, teacher, transforms.DeviceFinish(ctx.opts, {}), cfg.ssl_temperature, batches=batches, device=ctx.device,
                  epochs=cfg.pretrain_epochs, steps=steps, lr=cfg.teacher_lr, warmup_epochs=cfg.teacher_warmup_epochs,
-                 on_epoch=ctx.reporter(stage, key, cfg.pretrain_epochs))  # fmt: skip
+                 on_epoch=ctx.reporter(stage, key, cfg.pretrain_epochs), autocast=ctx.autocast())  # fmt: skip
         torch.save(teacher.cpu().state_dict(), folder / TEACHER_FILE)
 
     return ctx.stage(stage, depends, build)
@@ -357,14 +364,14 @@ def finetune_stage(ctx: Context, invariant: StageResult, distinctive: StageResul
         def on_epoch(metrics: dict[str, Any]) -> None:
             if metrics["epoch"] == cfg.finetune_epochs:  # the teachers' test accuracy, once (Table 2, rows b–c)
                 nets = {"primary": methods.Net(backbones["invariant"]), "aux": methods.Net(backbones["distinctive"])}
-                accuracy = evaluate(nets, ctx.test_loader(("primary", "aux")), alone, contextlib.nullcontext())
+                accuracy = evaluate(nets, ctx.test_loader(("primary", "aux")), alone, ctx.autocast())
                 metrics = {**metrics, "top1": accuracy["top1"], "aux_top1": accuracy["aux_top1"]}
             report(metrics)
 
         finetune(backbones, transforms.DeviceFinish(ctx.opts, {}), "teacher_labeled",
                  batches=endless_batches(labeled, cfg.batch_size, cfg, 0, 3), device=ctx.device, epochs=cfg.finetune_epochs,
                  steps=ctx.steps(len(labeled), cfg.batch_size), lr=cfg.teacher_lr, warmup_epochs=cfg.teacher_warmup_epochs,
-                 on_epoch=on_epoch)  # fmt: skip
+                 on_epoch=on_epoch, autocast=ctx.autocast())  # fmt: skip
         for name, backbone in backbones.items():
             torch.save(backbone.cpu().state_dict(), folder / f"{name}.pt")
         _write_json(folder / SIMILARITY_FILE, {"by_video": scores, "by_class": class_similarity(ctx.index, scores)})
@@ -443,7 +450,7 @@ class Student:
         if self.state is not None:
             self.optimizer.load_state_dict(self.state["optimizer"])
             self.schedule.load_state_dict(self.state["schedule"])
-        self.autocast = torch.autocast(session.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+        self.autocast = ctx.autocast()
 
     def train(self) -> None:
         cfg, session = self.cfg, self.session
