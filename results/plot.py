@@ -270,8 +270,7 @@ def _per_epoch(data: SearchData, panels: list[tuple[str, str]], title: str) -> F
                 end = {"completed": "o", "stopped": "X"}.get(trial.get("status"), "s")
                 ax.plot(trial_epochs[-1]["epoch"], values[-1], end, color=colour, ms=7 if end == "X" else 4, mec="black" if end == "X" else colour)
         ax.set_title(name, fontsize=9)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _epoch_axis(ax)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
@@ -333,11 +332,8 @@ def stages(data: SearchData, metric: str) -> tuple[Figure, str, str] | None:
             ax.plot([r["epoch"] for r in rows], losses, _STYLES[i % len(_STYLES)], marker=".", ms=5,
                     color=f"C{seeds.index(seed) % 10}", lw=1.4, label=label)  # fmt: skip
         ax.set_title(stage, fontsize=9)
-        ax.set_xlabel("epoch")
         ax.set_ylabel("loss")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if all(len(rows) == 1 for rows in by_id.values()):  # one epoch (a toy run): no fractional epochs around it
-            ax.set_xticks([1])
+        _epoch_axis(ax)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
     fig.suptitle(f"{data.search.get('name')}: stage results built by this search", fontsize=10)
@@ -348,6 +344,15 @@ def stages(data: SearchData, metric: str) -> tuple[Figure, str, str] | None:
         "its seed, colour = seed; where a stage's last epoch was tested, the label gives its top1 and aux_top1."
     )
     return fig, "stages.png", caption
+
+
+def _epoch_axis(ax: Any) -> None:
+    """Whole epochs on the x axis; a panel of one epoch (a toy run) gets that one tick, not fractions around it."""
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    low, high = ax.dataLim.intervalx
+    if low == high:
+        ax.set_xticks([low])
 
 
 def _tested(last: dict[str, Any]) -> str:
