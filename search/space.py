@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from trainable import catalog
 from trainable.config import ConfigError, TrainConfig, format_errors
 from trainable.metrics import METRICS
 
@@ -311,6 +312,10 @@ def describe(space: Space) -> str:
     config = TrainConfig.parse({**space.base, "seed": spec.seed_list[0]})
     lines.append(f"  method {config.method}: {config.primary_backbone}" + (f" + {config.aux_backbone}" if config.aux_backbone else ""))
     lines.append(f"  dataset {config.dataset}, {config.labeled_per_class} labeled per class, {config.epochs} epochs")
+    stages = catalog.METHODS[config.method].stages
+    if stages:
+        lines.append(f"  stages: {' → '.join(stages)}; all but the last are shared under the store by what they "
+                     f"depend on (pretraining {config.pretrain_epochs} epochs, fine-tuning {config.finetune_epochs})")  # fmt: skip
     lines.append("  parameters:" if spec.space or spec.cells else "  parameters: none (one configuration)")
     for name, param in spec.space.items():
         lines.append(f"    {name}: {param.kind} {list(param.values)}")

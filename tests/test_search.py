@@ -20,7 +20,7 @@ from results.plot import plot
 from results.report import query, seed_table, show
 from results.store import Store, StoreError
 from results.tables import read
-from search.space import SpaceError, load
+from search.space import SpaceError, describe, load
 from search.tune import param_space, searcher
 
 from conftest import tiny_config
@@ -135,6 +135,12 @@ def test_a_set_override_replaces_the_key_in_every_cell(tmp_path: Path) -> None:
     assert [(c["method"], c["epochs"], c["lr"]) for c in cells] == [("supervised", 1, 0.5), ("timebalance", 1, 0.5)]
     with pytest.raises(SpaceError, match=r"cells\[1\]\.ssl_frames: the long clip's 6 frames"):
         load(path, {"ssl_frames": 6})  # an override is checked in every cell it reaches
+
+
+def test_check_lists_a_pipeline_methods_stages(tmp_path: Path) -> None:
+    stages = "stages: pretrain_invariant → pretrain_distinctive → finetune_teachers → student"
+    assert stages in describe(load(write_space(tmp_path / "t.yaml", name="t", base={"method": "timebalance"})))
+    assert "stages:" not in describe(load(write_space(tmp_path / "a.yaml", name="a", base={"method": "actnetformer"})))
 
 
 def test_a_pipeline_method_needs_a_store_on_a_filesystem(tmp_path: Path) -> None:
