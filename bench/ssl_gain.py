@@ -95,7 +95,7 @@ def _train(job: tuple[str, int, dict[str, Any], Path | None]) -> dict[str, Any]:
     stages = session.stage_sink.stages
     if stages:  # a pipeline method: which stage results it used, their epochs, and TimeBalance's s per class
         run.update(stages=stages, stage_epochs=session.stage_sink.epochs)
-        tuned = Path(stages[-1]["path"]) / "similarity.json"
+        tuned = Path(next(s["path"] for s in stages if s["stage"] == "finetune_teachers")) / "similarity.json"
         run["similarity_by_class"] = json.loads(tuned.read_text())["by_class"]
     if path is not None:  # written whole, then renamed: a killed benchmark leaves no half file to skip
         tmp = path.with_suffix(".tmp")

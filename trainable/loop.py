@@ -134,6 +134,12 @@ def endless_batches(
     return iter(loader)
 
 
+def epoch_steps(cfg: TrainConfig, videos: int, batch: int) -> int:
+    """Steps in an epoch: ``steps_per_epoch`` when set, else one pass over ``videos`` in batches of ``batch`` (all
+    workers' together), so every method, and every stage of a pipeline, counts an epoch alike."""
+    return cfg.steps_per_epoch or max(1, math.ceil(videos / batch))
+
+
 def autocast_for(cfg: TrainConfig, device: torch.device) -> torch.autocast:
     """bf16 autocast on ``device`` with ``precision: bf16``; off (a no-op context) otherwise. Losses are computed
     in float32 outside it."""
@@ -240,7 +246,7 @@ def run(cfg: TrainConfig, session: Session) -> None:
         nets = {role: torch.compile(net) for role, net in nets.items()}
     unlabeled_batch = cfg.mu * cfg.batch_size
     pool = len(data.split.unlabeled)
-    steps = cfg.steps_per_epoch or max(1, math.ceil(pool / (unlabeled_batch * session.world_size)))
+    steps = epoch_steps(cfg, pool, unlabeled_batch * session.world_size)
     optimizers = Optimizers(cfg, nets, steps)
     start = 1
     if state is not None:

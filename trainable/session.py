@@ -60,15 +60,13 @@ class Session(Protocol):
         ...
 
 
-class EpochSink(Protocol):
+class EpochSink(StageSink, Protocol):
+    """A trial's ledger writer (``results.ledger.EpochWriter``): its epochs, and its stage rows."""
+
     store: Any  # ``results.store.Store``
     trial_id: str
 
     def write(self, metrics: dict[str, Any], checkpoint_path: str | None) -> None: ...
-
-    def write_stage_epoch(self, stage: str, key: str, metrics: dict[str, Any]) -> None: ...
-
-    def write_stage(self, row: dict[str, Any]) -> None: ...
 
 
 class MemorySink:

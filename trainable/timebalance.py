@@ -31,7 +31,7 @@ from trainable.data.index import DatasetIndex
 from trainable.data.splits import LabeledSplit, labeled_split
 from trainable.data.video import VideoReader
 from trainable.evaluate import evaluate
-from trainable.loop import autocast_for, endless_batches, load_index, seed_epoch, unwrap
+from trainable.loop import autocast_for, endless_batches, epoch_steps, load_index, seed_epoch, unwrap
 from trainable.metrics import METRICS
 from trainable.models.resnet3d import ResNet3d
 from trainable.session import LocalSession, Session, to_device
@@ -259,8 +259,9 @@ class Context:
     def autocast(self) -> contextlib.AbstractContextManager:
         return autocast_for(self.cfg, self.device)
 
-    def steps(self, videos: int, batch: int) -> int:
-        return self.cfg.steps_per_epoch or max(1, math.ceil(videos / batch))
+    def backbone(self, num_classes: int, frames: int) -> ResNet3d:
+        """The config's backbone, as teachers and student all use it."""
+        return models.build(self.cfg.primary_backbone, num_classes, frames, self.cfg.input_size, self.cfg.scale)
 
     def stage(self, stage: str, depends: dict[str, Any], build: Callable[[Path, str], None]) -> StageResult:
         """The stage's result, built here by ``build(folder, key)`` unless it exists or another run builds it;
@@ -289,7 +290,7 @@ class Context:
         return on_epoch
 
     def teacher(self, num_classes: int) -> Teacher:
-        backbone = models.build(self.cfg.primary_backbone, num_classes, self.cfg.ssl_frames, self.cfg.input_size, self.cfg.scale)
+        backbone = self.backbone(num_classes, self.cfg.ssl_frames)
         return Teacher(backbone, models.TeacherProjection(backbone.num_features))
 
     def consecutive(self, augment: transforms.Transform, pretraining: bool = True) -> ConsecutiveClips:
@@ -314,7 +315,7 @@ def pretrain_stage(ctx: Context, objective: Objective) -> StageResult:
         torch.manual_seed(int(hashlib.sha256(stage.encode()).hexdigest()[:8], 16) + cfg.seed)  # two teachers, two inits
         teacher = ctx.teacher(ctx.index.num_classes).to(ctx.device)
         data = ctx.consecutive(transforms.geometric(ctx.opts))
-        steps = ctx.steps(len(data), cfg.ssl_batch_size)
+        steps = epoch_steps(cfg, len(data), cfg.ssl_batch_size)
         batches = endless_batches(data, cfg.ssl_batch_size, cfg, 0, 2)
         pretrain(objective, teacher, transforms.DeviceFinish(ctx.opts, {}), cfg.ssl_temperature, batches=batches, device=ctx.device,
                  epochs=cfg.pretrain_epochs, steps=steps, lr=cfg.teacher_lr, warmup_epochs=cfg.teacher_warmup_epochs,
@@ -370,7 +371,7 @@ def finetune_stage(ctx: Context, invariant: StageResult, distinctive: StageResul
 
         finetune(backbones, transforms.DeviceFinish(ctx.opts, {}), "teacher_labeled",
                  batches=endless_batches(labeled, cfg.batch_size, cfg, 0, 3), device=ctx.device, epochs=cfg.finetune_epochs,
-                 steps=ctx.steps(len(labeled), cfg.batch_size), lr=cfg.teacher_lr, warmup_epochs=cfg.teacher_warmup_epochs,
+                 steps=epoch_steps(cfg, len(labeled), cfg.batch_size), lr=cfg.teacher_lr, warmup_epochs=cfg.teacher_warmup_epochs,
                  on_epoch=on_epoch, autocast=ctx.autocast())  # fmt: skip
         for name, backbone in backbones.items():
             torch.save(backbone.cpu().state_dict(), folder / f"{name}.pt")
@@ -429,11 +430,11 @@ class Student:
         self.finish = transforms.DeviceFinish(ctx.opts, {"primary_labeled": "weak", "primary_clip": "weak"})
         self.teachers = {}
         for name in ("invariant", "distinctive"):
-            backbone = models.build(cfg.primary_backbone, num_classes, cfg.primary_frames, cfg.input_size, cfg.scale)
+            backbone = ctx.backbone(num_classes, cfg.primary_frames)
             backbone.load_state_dict(torch.load(tuned.path / f"{name}.pt", map_location="cpu"))
             self.teachers[name] = backbone.to(session.device).eval().requires_grad_(False)
 
-        student = models.build(cfg.primary_backbone, num_classes, cfg.primary_frames, cfg.input_size, cfg.scale)
+        student = ctx.backbone(num_classes, cfg.primary_frames)
         if cfg.student_init == "distinctive":  # the paper starts from a self-supervised model (TCLR, a distinctive one)
             pretrained = torch.load(distinctive.path / TEACHER_FILE, map_location="cpu")
             student.load_state_dict({k.removeprefix("backbone."): v for k, v in pretrained.items()
@@ -444,7 +445,7 @@ class Student:
             net.load_state_dict(self.state["nets"]["primary"])
         self.net = session.prepare(net)
         pool = len(ctx.split.unlabeled)
-        self.steps = cfg.steps_per_epoch or max(1, math.ceil(pool / (cfg.mu * cfg.batch_size * session.world_size)))
+        self.steps = epoch_steps(cfg, pool, cfg.mu * cfg.batch_size * session.world_size)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.schedule = PaperSchedule(self.optimizer, cfg.lr, round(cfg.warmup_epochs), self.steps)
         if self.state is not None:
