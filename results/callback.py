@@ -50,8 +50,9 @@ class ResultsCallback(Callback):
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         trial_id = self._row(trial)
         self.rows[trial_id]["status"] = "running"
-        # Wall time counts every attempt of a trial: start the clock at what earlier attempts used.
-        self._started[trial_id] = time.monotonic() - self.rows[trial_id]["wall_s"]
+        # Wall time counts every attempt of a trial: start the clock at what earlier attempts used. A trial that
+        # starts again after a pause (a scheduler waiting at a rung) or a retry keeps the clock it had.
+        self._started.setdefault(trial_id, time.monotonic() - self.rows[trial_id]["wall_s"])
         self._append("trials", self.rows[trial_id])
 
     def _row(self, trial: Any) -> str:

@@ -2,9 +2,10 @@
 
 Everything is inside the file (styles, the figures as PNG data URIs): it opens from a mail attachment or an
 archive without the store or a network. It says where the numbers come from (space file, overrides, commit,
-versions), the mean ± std table, paired-by-seed differences to a baseline configuration, what each
-configuration cost, the figures of ``results.plot``, and every trial (with the stage results it built or reused,
-for a pipeline method).
+versions), the mean ± std table with each mean's 95 % interval and the verdict against the best configuration
+(``results.stats.verdicts``), paired-by-seed differences to a baseline configuration, what each configuration
+cost, the figures of ``results.plot``, and every trial (with the stage results it built or reused, for a pipeline
+method).
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ import html
 import json
 import math
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
 
-from results.plot import Cell, SearchData, mean_std, paper_values, plot, same_value, value_text
-from results.report import best_index, direction
+from results.plot import Cell, SearchData, paper_values, plot, same_value, value_text
+from results.report import direction
+from results.stats import best_index, interval_text, mean_ci, p_text, paired_difference, verdict_cells, verdicts
 from results.tables import STAGE_COLUMNS
 
 STYLE = """
@@ -39,15 +40,6 @@ figcaption { font-size: 0.9em; color: #555; max-width: 900px; }
 
 class BaselineError(KeyError):
     """A ``--baseline`` that does not pick exactly one configuration of the search."""
-
-
-@dataclass(frozen=True)
-class Paired:
-    """A configuration against the baseline on the seeds both ran: the differences and how many it wins."""
-
-    cell: Cell
-    diffs: list[float]
-    wins: int
 
 
 def parse_baseline(text: str) -> dict[str, Any]:
@@ -72,17 +64,9 @@ def baseline_cell(data: SearchData, cells: Sequence[Cell], wanted: dict[str, Any
     return found[0]
 
 
-def paired(cells: Sequence[Cell], base: Cell, mode: str) -> list[Paired]:
-    """Each other configuration minus the baseline, seed by seed (only seeds both have a final value for)."""
-    by_seed = {t.get("seed"): v for v, t in base.scored}
-    out = []
-    for cell in cells:
-        if cell is base:
-            continue
-        diffs = [v - by_seed[t.get("seed")] for v, t in cell.scored if t.get("seed") in by_seed]
-        wins = sum(d > 0 if mode == "max" else d < 0 for d in diffs)
-        out.append(Paired(cell, diffs, wins))
-    return out
+def by_seed(cell: Cell) -> dict[Any, float]:
+    """The configuration's final values by seed (a seed run twice: its last trial), for pairing by seed."""
+    return {t.get("seed"): v for v, t in cell.scored}
 
 
 def resources(data: SearchData) -> dict[str, float] | None:
@@ -162,12 +146,15 @@ def _results(data: SearchData, cells: Sequence[Cell], metric: str, mode: str) ->
     cpus = res["workers"] * res["cpus_per_worker"] if res else 0.0  # 0: not recorded, no column
     gpus = res["workers"] * res["gpus_per_worker"] if res else 0.0
     best = best_index([c.mean for c in cells], mode)
+    early = {c.key for c in cells if any(t.get("status") != "completed" for _, t in c.scored)}
+    judged = verdicts({c.key: by_seed(c) for c in cells}, mode, early)
     paper = paper_values(data, metric)
-    heads = [*(data.params or ["configuration"]), f"{metric} mean ± std"] + (["paper"] if paper else [])
-    heads += ["seeds", "not completed", "trial-hours"] + (["CPU-hours"] if cpus else []) + (["GPU-hours"] if gpus else [])
+    heads = [*(data.params or ["configuration"]), f"{metric} mean ± std", "95% CI"] + (["paper"] if paper else [])
+    heads += ["seeds", "not completed", "Δ best (95% CI)", "p", "verdict", "seeds needed", "trial-hours"]
+    heads += (["CPU-hours"] if cpus else []) + (["GPU-hours"] if gpus else [])
     out = [
         f'<h2 id="results">Final {_e(metric)} per configuration</h2>',
-        f'<p class="muted">Mean ± sample std over seeds of the last reported epoch; best ({_e(mode)}) in bold. '
+        f'<p class="muted">Mean ± sample std over seeds of the last reported epoch; best mean ({_e(mode)}) in bold. '
         + (f"Paper: {_e((data.space.get('paper') or {}).get('source'))}. " if paper else "")
         + "Cost: "
         "the wall time of every trial of the configuration"
@@ -177,8 +164,9 @@ def _results(data: SearchData, cells: Sequence[Cell], metric: str, mode: str) ->
     for i, cell in enumerate(cells):
         hours = sum(t.get("wall_s") or 0.0 for t in cell.trials) / 3600
         key = [_e(value_text(v)) for v in cell.key] or ["all trials"]
-        values = [_mean_std(cell.mean, cell.std)] + ([_number(paper.get(cell.key))] if paper else [])
-        values += [len(cell.scored), cell.unfinished, f"{hours:.3f}"]
+        _, low, high = mean_ci([v for v, _ in cell.scored])
+        values = [_mean_std(cell.mean, cell.std), interval_text(low, high, 2)] + ([_number(paper.get(cell.key))] if paper else [])
+        values += [len(cell.scored), cell.unfinished, *verdict_cells(judged.of.get(cell.key), 2), f"{hours:.3f}"]
         values += ([f"{hours * cpus:.3f}"] if cpus else []) + ([f"{hours * gpus:.3f}"] if gpus else [])
         row = '<tr class="best">' if i == best else "<tr>"
         out.append(
@@ -187,6 +175,7 @@ def _results(data: SearchData, cells: Sequence[Cell], metric: str, mode: str) ->
         )  # fmt: skip
     total = sum(t.get("wall_s") or 0.0 for t in data.trials) / 3600
     out.append("</table>")
+    out += [f"<p>{_e(line)}</p>" for line in judged.footer(lambda key: data.label(key, short=False), metric)]
     out.append(f'<p class="muted">All trials: {total:.3f} trial-hours'
                + (f", {total * cpus:.3f} CPU-hours" if cpus else "")
                + (f", {total * gpus:.3f} GPU-hours" if gpus else "") + ".</p>")  # fmt: skip
@@ -203,19 +192,21 @@ def _baseline(data: SearchData, cells: Sequence[Cell], base: Cell | None, metric
     out.append(
         f"<p>Baseline: <b>{_e(data.label(base.key, short=False))}</b> ({_mean_std(base.mean, base.std)} {_e(metric)}). "
         f"Each row: the configuration's final {_e(metric)} minus the baseline's on the same seed, mean ± std over "
-        f"the seeds both have, and on how many of them the configuration is better ({_e(mode)}).</p>"
+        f"the seeds both have, its 95% t interval and paired t-test p, and on how many of them the configuration is "
+        f"better ({_e(mode)}).</p>"
     )
-    out.append(
-        "<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in [*(data.params or ["configuration"]), "difference", "wins", "per seed"]) + "</tr>"
-    )
-    for pair in paired(cells, base, mode):
-        n = len(pair.diffs)
-        mean, std = mean_std(pair.diffs)
-        per_seed = ", ".join(f"{d:+.2f}" for d in pair.diffs)
+    heads = [*(data.params or ["configuration"]), "difference", "95% CI", "p", "wins", "per seed"]
+    out.append("<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in heads) + "</tr>")
+    for cell in cells:
+        if cell is base:
+            continue
+        diff = paired_difference(by_seed(cell), by_seed(base))
+        wins = sum(d > 0 if mode == "max" else d < 0 for d in diff.diffs)
+        per_seed = ", ".join(f"{d:+.2f}" for d in diff.diffs)
+        numbers = [_mean_std(diff.mean, diff.std, signed=True), interval_text(diff.low, diff.high, 2), p_text(diff.p), f"{wins} of {diff.n}"]
         out.append(
-            "<tr>" + "".join(f"<td>{_e(value_text(v))}</td>" for v in pair.cell.key)
-            + f'<td class="n">{_e(_mean_std(mean, std, signed=True))}</td><td class="n">{pair.wins} of {n}</td>'
-            + f"<td>{_e(per_seed)}</td></tr>"
+            "<tr>" + "".join(f"<td>{_e(value_text(v))}</td>" for v in cell.key)
+            + "".join(f'<td class="n">{_e(v)}</td>' for v in numbers) + f"<td>{_e(per_seed)}</td></tr>"
         )  # fmt: skip
     out.append("</table>")
     return out

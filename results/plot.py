@@ -34,6 +34,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
 from results.report import open_search, resolve, varied_columns  # noqa: E402
+from results.stats import mean_std  # noqa: E402
 from results.store import ORDER, Store  # noqa: E402
 from results.tables import retrying  # noqa: E402
 
@@ -418,13 +419,6 @@ def best_so_far(data: SearchData, metric: str) -> tuple[Figure, str, str] | None
     ax.legend(fontsize=8)
     caption = f"Each trial's final {metric} in the order trials started (hollow: stopped early), and the best so far."
     return fig, f"best_so_far_{metric}.png", caption
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation; NaN where there are too few values for either."""
-    mean = sum(values) / len(values) if values else math.nan
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else math.nan
-    return mean, std
 
 
 def _real(value: Any) -> bool:

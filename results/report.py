@@ -1,14 +1,16 @@
-"""Reading the store as tables: SQL through DuckDB, a search's trials, and mean ± std over seeds."""
+"""Reading the store as tables: SQL through DuckDB, a search's trials, and mean ± std over seeds with its uncertainty."""
 
 from __future__ import annotations
 
 import csv
 import io
 import math
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import duckdb
 
+from results.stats import best_index, interval_text, mean_ci, mean_std, verdict_cells, verdicts
 from results.store import Store
 from results.tables import connect, retrying
 from trainable.config import TrainConfig
@@ -100,11 +102,15 @@ FORMATS = ("text", "markdown", "latex", "csv")
 
 
 def seed_table(store: Store, search: str, metric: str = "top1", fmt: str = "text") -> str:
-    """The paper's kind of table: per configuration, mean ± std of the final metric over seeds, the best
-    configuration marked (by the search's direction for its own metric; lowest for a loss, else highest).
+    """The paper's kind of table, with how sure its seeds make it: per configuration, mean ± std of the final
+    metric over seeds and the mean's 95 % t interval, the best mean marked (by the search's direction for its own
+    metric; lowest for a loss, else highest); and, against the best configuration of the verdict
+    (``results.stats.verdicts``), the difference paired by seed with its 95 % interval and paired t-test p, the
+    verdict (worse, not resolved, ...) and the seeds a paired t-test would need to resolve that difference. A footer
+    (not in csv) says it in words, with the verdict's rule for configurations whose trials did not all complete.
 
     ``fmt``: ``text`` (the terminal; the best mean starred), ``markdown`` and ``latex`` (for a paper or a
-    README; the best in bold), ``csv`` (mean and std as numbers, and a ``best`` column).
+    README; the best in bold), ``csv`` (every number in a column of its own, and a ``best`` column).
     """
     if fmt not in FORMATS:
         raise KeyError(f"format {fmt!r}: allowed {', '.join(FORMATS)}")
@@ -115,49 +121,89 @@ def seed_table(store: Store, search: str, metric: str = "top1", fmt: str = "text
         params = [c for c in varied_columns(con) if c != "seed"]
         keys = ", ".join(f'"{c}"' for c in params) or "'all' AS configuration"
         group = ", ".join(f'"{c}"' for c in params) or "1"
-        value = f'"final_{metric}"'
-        rows = con.execute(
-            f"SELECT {keys}, avg({value}), stddev_samp({value}), count({value}), count(*) FILTER (WHERE status != 'completed') "
-            f"FROM trials GROUP BY {group} ORDER BY {group}"
-        ).fetchall()
+        rows = con.execute(f'SELECT {keys}, seed, "final_{metric}", status FROM trials ORDER BY {group}, seed').fetchall()
         own, mode = con.execute("SELECT metric, mode FROM searches").fetchall()[0]
         return params, rows, direction(metric, own, mode)
 
     params, rows, mode = retrying(run)
-    best = best_index([r[-4] for r in rows], mode)
     names = params or ["configuration"]
+    configs = _configurations(rows)
+    judged = verdicts({c.key: c.by_seed for c in configs}, mode, early={c.key for c in configs if c.early})
+    best = best_index([c.mean for c in configs], mode)
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow([*names, f"{metric}_mean", f"{metric}_std", "seeds", "not_completed", "best"])
-        writer.writerows([*row, i == best] for i, row in enumerate(rows))
+        writer.writerow([*names, f"{metric}_mean", f"{metric}_std", "ci_low", "ci_high", "seeds", "not_completed", "best",
+                         "diff_vs_best", "diff_low", "diff_high", "p", "verdict", "seeds_needed"])  # fmt: skip
+        for i, c in enumerate(configs):
+            verdict = judged.of.get(c.key)
+            diff = verdict.vs_best if verdict else None
+            numbers = [diff.mean, diff.low, diff.high, diff.p] if diff else [math.nan] * 4
+            *_, label, needed = verdict_cells(verdict, 1)
+            writer.writerow([*c.key, *map(_csv, (c.mean, c.std, c.low, c.high)), len(c.values), c.unfinished, i == best,
+                             *map(_csv, numbers), label, needed])  # fmt: skip
         return out.getvalue()
-    columns = [*names, f"{metric} mean ± std", "seeds", "not completed"]
+    columns = [*names, f"{metric} mean ± std", "95% CI", "seeds", "not completed", "Δ best (95% CI)", "p", "verdict", "seeds needed"]
     table = []
-    for i, row in enumerate(rows):
-        *key, mean, std, n, unfinished = row
-        cell = "" if mean is None else f"{mean:.1f}" + ("" if std is None else f" ± {std:.1f}")
-        table.append([*key, _mark(cell, fmt) if i == best else cell, n, unfinished])
+    for i, c in enumerate(configs):
+        cell = "" if math.isnan(c.mean) else f"{c.mean:.1f}" + ("" if math.isnan(c.std) else f" ± {c.std:.1f}")
+        table.append([*c.key, _mark(cell, fmt) if i == best else cell, interval_text(c.low, c.high, 1), len(c.values),
+                      c.unfinished, *verdict_cells(judged.of.get(c.key), 1)])  # fmt: skip
+    label = (lambda key: ", ".join(f"{p}={_cell(v)}" for p, v in zip(params, key))) if params else (lambda key: "all trials")
+    footer = judged.footer(label, metric)
     if fmt == "text":
-        return f"search {search_id}\n" + format_rows(columns, table)
+        return "\n".join([f"search {search_id}", format_rows(columns, table), *footer])
     text = [[_cell(v) for v in row] for row in table]
     if fmt == "markdown":
         lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
-        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in text])
-    lines = [r"\begin{tabular}{" + "l" * len(names) + "r" * 3 + "}", r"\hline", _latex_row(columns), r"\hline"]
-    return "\n".join(lines + [_latex_row(row) for row in text] + [r"\hline", r"\end{tabular}"])
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in text] + [f"\n{line}" for line in footer])
+    # the footer as comments: it travels with the table into the paper's source without being typeset
+    lines = [f"% {line}" for line in footer] + [r"\begin{tabular}{" + "l" * len(names) + "rrrrrrlr}", r"\hline", _latex_row(columns), r"\hline"]
+    lines += [_latex_row(row) for row in text] + [r"\hline", r"\end{tabular}"]
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class _Configuration:
+    """One row of ``seed_table``: a configuration's final values over its seeds, and how its trials ended."""
+
+    key: tuple
+    by_seed: dict[Any, float]  # a seed run twice: its last trial
+    values: list[float]
+    early: bool  # some value is from a trial that did not complete
+    unfinished: int  # trials that did not complete, with a value or not
+    mean: float
+    std: float
+    low: float  # the mean's 95 % t interval
+    high: float
+
+
+def _configurations(rows: Sequence[tuple]) -> list[_Configuration]:
+    """``(*key, seed, value, status)`` rows, in key order, grouped by key; a missing or NaN value is no value."""
+    groups: dict[tuple, list[tuple]] = {}
+    for *key, seed, value, status in rows:
+        groups.setdefault(tuple(key), []).append((seed, value, status))
+    out = []
+    for key, trials in groups.items():
+        scored = [(seed, float(v), status) for seed, v, status in trials if v is not None and not math.isnan(v)]
+        values = [v for _, v, _ in scored]
+        mean, low, high = mean_ci(values)
+        out.append(_Configuration(
+            key, {seed: v for seed, v, _ in scored}, values, any(status != "completed" for _, _, status in scored),
+            sum(status != "completed" for _, _, status in trials), mean, mean_std(values)[1], low, high,
+        ))  # fmt: skip
+    return out
+
+
+def _csv(value: float) -> float | None:
+    """NaN (no value, or an interval of one seed) as an empty cell."""
+    return None if math.isnan(value) else value
 
 
 def direction(metric: str, own_metric: str, own_mode: str) -> str:
     """Whether higher (``max``) or lower is better for ``metric``: the search's own direction for its metric,
     lowest for a loss, else highest."""
     return own_mode if metric == own_metric else ("min" if metric.startswith("loss") else "max")
-
-
-def best_index(means: Sequence[float | None], mode: str) -> int | None:
-    """The place of the best mean (ties: the first); None when no configuration has one."""
-    scored = [(m, i) for i, m in enumerate(means) if m is not None and not math.isnan(m)]
-    return (max if mode == "max" else min)(scored, key=lambda s: s[0])[1] if scored else None
 
 
 def _mark(cell: str, fmt: str) -> str:
@@ -169,5 +215,7 @@ def _latex_row(cells: Sequence[str]) -> str:
     for cell in cells:
         for char in "&%$#_":
             cell = cell.replace(char, "\\" + char)
-        escaped.append(cell.replace("±", r"$\pm$"))
+        for symbol, tex in (("±", r"$\pm$"), ("Δ", r"$\Delta$"), ("<", "$<$"), (">", "$>$")):
+            cell = cell.replace(symbol, tex)
+        escaped.append(cell)
     return " & ".join(escaped) + r" \\"

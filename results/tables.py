@@ -10,7 +10,7 @@ nothing needs rewriting when an epoch arrives:
   (``results.ledger.stage_trial_id``) in place of a trial id: they are written once, by the trial that built the
   result, and belong to no trial. Stores from before stages have no ``stage`` column: it reads as NULL;
 - ``trials``: the latest event of each trial (its config, status, wall time), plus ``epochs_run``,
-  ``final_<m>`` (the last epoch's value of every metric), ``best_<m>`` (of top1, top5, aux_top1, loss and
+  ``final_<m>`` (the last epoch's value of every metric; for a stopped trial, of the epoch it was stopped at), ``best_<m>`` (of top1, top5, aux_top1, loss and
   the search's own metric) and ``best_epoch`` (the first epoch with the best value of the search's metric),
   from the trial's own epoch rows only (a stage result's rows have no trial, so they count for none); and from
   ``stages``: ``stages_built`` and ``stages_reused``, the names of the stages whose results the trial trained
@@ -118,10 +118,13 @@ def connect(store: Store, search_id: str | None = None, files: dict[str, list[st
     def column(m: str) -> str:  # a metric no epoch has reported yet (a search whose trials all failed) is NULL
         return f"e.{_ident(m)}" if m in epoch_columns else "NULL::DOUBLE"
 
+    # A stopped trial is summarised by the epochs up to the one its scheduler judged (``stopped_at_epoch``): the
+    # epoch its process was computing when it was ended may have landed too, or not, depending on timing.
+    judged = "e.epoch <= coalesce(t.stopped_at_epoch, e.epoch)" if "stopped_at_epoch" in event_columns else "true"
     summary = ["max(e.epoch) AS epochs_run"]
-    summary += [f"arg_max({column(m)}, e.epoch) AS {_ident('final_' + m)}" for m in FINAL]
+    summary += [f"arg_max({column(m)}, e.epoch) FILTER (WHERE {judged}) AS {_ident('final_' + m)}" for m in FINAL]
     summary += [
-        f"{mode}({column(m)}) FILTER (WHERE NOT isnan({column(m)}::DOUBLE)) AS {_ident('best_' + m)}"
+        f"{mode}({column(m)}) FILTER (WHERE NOT isnan({column(m)}::DOUBLE) AND {judged}) AS {_ident('best_' + m)}"
         for m, mode in goals.items()
     ]
     # The first epoch with the best value of the search's own metric: ties go to the earlier epoch.
@@ -130,7 +133,7 @@ def connect(store: Store, search_id: str | None = None, files: dict[str, list[st
         for m in goals
     )
     metric_value = f"CASE {pick} END" if described else "NULL::DOUBLE"
-    summary.append(f"arg_max(e.epoch, ({metric_value}, -e.epoch)) FILTER (WHERE NOT isnan(({metric_value})::DOUBLE)) AS best_epoch")
+    summary.append(f"arg_max(e.epoch, ({metric_value}, -e.epoch)) FILTER (WHERE NOT isnan(({metric_value})::DOUBLE) AND {judged}) AS best_epoch")
     keep = [c for c in event_columns if c not in derived]  # a compacted row carries the derived columns
     in_order = f"ORDER BY recorded_at, {ORDER}"  # the order the trial recorded them
     # The summaries are joined to the trial events: the rows of a stage result (no trial has its id) count for none.
@@ -138,7 +141,7 @@ def connect(store: Store, search_id: str | None = None, files: dict[str, list[st
         f"""CREATE OR REPLACE TEMP VIEW _trials AS
         WITH summary AS (
             SELECT e.search_id, e.trial_id, {", ".join(summary)}
-            FROM _epochs e LEFT JOIN _searches_latest s USING (search_id)
+            FROM _epochs e LEFT JOIN _searches_latest s USING (search_id) LEFT JOIN _trial_events t USING (search_id, trial_id)
             GROUP BY e.search_id, e.trial_id
         ), used AS (
             SELECT search_id, trial_id,

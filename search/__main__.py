@@ -2,6 +2,7 @@
 
     python -m search check spaces/demo.yaml
     python -m search run spaces/demo.yaml [--address auto] [--store DIR_OR_URI] [--name NAME] [--set key=value ...]
+    python -m search simulate spaces/demo.yaml --curves bench/curves [--repeats 20] [--concurrency 2] [--json FILE]
 """
 
 from __future__ import annotations
@@ -10,14 +11,18 @@ import argparse
 import sys
 
 from results.store import DEFAULT_STORE, Store, StoreError
-from search.space import SpaceError, describe, load, parse_overrides
+from search.space import Space, SpaceError, describe, load, parse_overrides
 from trainable import logs
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m search", description="Hyperparameter and ablation searches on Ray.")
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("check", "validate a space and print what would run, without starting Ray"), ("run", "run a space")):
+    for name, text in (
+        ("check", "validate a space and print what would run, without starting Ray"),
+        ("run", "run a space"),
+        ("simulate", "replay a space's scheduler and searcher over recorded learning curves, in simulated time"),
+    ):
         sub = commands.add_parser(name, help=text, description=text)
         sub.add_argument("space", help="a YAML search space, e.g. spaces/demo.yaml")
         sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a base-config value")
@@ -29,6 +34,12 @@ def main(argv: list[str] | None = None) -> int:
             sub.add_argument("--address", help="Ray cluster to join ('auto', 'ray://host:10001'); default: a local instance, or the job's cluster")
             sub.add_argument("--store", default=DEFAULT_STORE, help=f"folder or URI (s3://…) of the Parquet tables (default {DEFAULT_STORE})")
             sub.add_argument("--name", help="search id; naming an interrupted search resumes it")
+        if name == "simulate":
+            sub.add_argument("--curves", required=True, metavar="STORE[:SEARCH]", help="a store holding a full grid run to its last epoch, e.g. bench/curves")
+            sub.add_argument("--repeats", type=_positive, default=20, help="simulated searches, the searcher seeded 0..R-1 (default 20)")
+            sub.add_argument("--concurrency", type=_positive, default=2, help="trials computing at once (default 2)")
+            sub.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
+            sub.add_argument("--figure", metavar="PNG", help="the regret-versus-budget figure (default figures/simulate-<space>.png)")
     args = parser.parse_args(argv)
     logs.setup()
     try:
@@ -44,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check":
         print(describe(space))
         return 0
+    if args.command == "simulate":
+        return _simulate(space, args)
     from search.runner import run
 
     print(describe(space), flush=True)
@@ -52,6 +65,32 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _simulate(space: Space, args: argparse.Namespace) -> int:
+    from search.simulate import Curves, CurvesError, figure, repeat, report, write_json
+
+    try:
+        curves = Curves.load(args.curves, space.spec.metric)
+        curves.check(space)
+    except (CurvesError, StoreError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    summary = repeat(space.name, space, curves, args.repeats, args.concurrency)
+    print(report([summary], curves, space))
+    drawn = figure([summary], args.figure or f"figures/simulate-{space.name}.png")
+    print(f"figure: {drawn}")
+    if args.json:
+        write_json([summary], curves, args.json)
+        print(f"json: {args.json}")
     return 0
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from results.callback import ResultsCallback
 from results.ledger import now
-from results.report import show
+from results.report import seed_table, show
 from results.store import Store, StoreError, check_search_id
 from search.resume import Earlier, plan
 from search.space import Space
@@ -205,5 +205,7 @@ def run(space: Space, store: Store, address: str | None = None, name: str | None
         callback.finish("completed")
     print(f"\nsearch {search_id}: trials by {space.spec.metric} ({space.spec.mode})")
     print(show(store, search_id))
+    print(f"\nconfigurations over seeds, against the best ({space.spec.metric}, {space.spec.mode}):")
+    print(seed_table(store, search_id, space.spec.metric))
     print(f"\nParquet tables: {store.uri}/{{searches,trials,epochs,stages}}/search_id={search_id}/")
     return search_id

@@ -66,10 +66,32 @@ class Param(_Strict):
 
 
 class Scheduler(_Strict):
-    type: Literal["asha", "none"] = "none"
-    max_t: int | None = Field(None, ge=1, description="ASHA's last epoch; default: the base config's epochs")
+    """How trials are stopped early (``search.schedulers``): ``asha`` decides on each report as it arrives;
+    ``halving`` (synchronous successive halving) decides a rung once every configuration has reached it, so the
+    same space prints the same table on every run; ``none`` runs every trial to its last epoch."""
+
+    type: Literal["asha", "halving", "none"] = "none"
+    max_t: int | None = Field(None, ge=1, description="the last epoch a rung can be at; default: the base config's epochs")
     grace_period: int = Field(1, ge=1, description="epochs every trial runs before it can be stopped")
     reduction_factor: float = Field(2.0, gt=1.0)
+    seeds: Literal["apart", "together"] = Field(
+        "apart",
+        description="asha: judge each seed's trial alone (apart), or a configuration by its mean over its seeds and "
+        "stop or continue it as a whole (together); halving is always together",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> "Scheduler":
+        if self.type == "none" and (self.max_t is not None or self.seeds != "apart"):
+            raise ValueError("max_t and seeds: only for type 'asha' or 'halving'")
+        if self.type == "halving":
+            self.seeds = "together"
+        return self
+
+    @property
+    def grouped(self) -> bool:
+        """Whether rungs compare configurations (their mean over seeds) rather than single trials."""
+        return self.type != "none" and self.seeds == "together"
 
 
 class Search(_Strict):
@@ -145,8 +167,6 @@ class SpaceFile(_Strict):
                 raise ValueError(f"cells[{i}]: {', '.join(clash)} also varied in space; set each key in one place")
         if self.search.type == "grid" and self.num_samples > 1 and not any(p.kind != "grid" for p in self.space.values()):
             raise ValueError("num_samples: a pure grid runs every cell once per seed; add seeds instead")
-        if self.scheduler.type == "none" and self.scheduler.max_t is not None:
-            raise ValueError("scheduler.max_t: only for type 'asha'")
         varied = set(self.space).union(*self.cells)
         for i, entry in enumerate(self.paper.values if self.paper else []):
             unknown = sorted(set(entry) - varied - {"value"})
@@ -283,7 +303,7 @@ def load(
     if problems:
         raise SpaceError("\n".join(dict.fromkeys(problems)))
     space = Space(path=source, text=text, spec=spec, base=base, overrides=overrides)
-    if spec.scheduler.type == "asha" and space.max_t > space.epochs:
+    if spec.scheduler.type != "none" and space.max_t > space.epochs:
         raise SpaceError(f"{source}: scheduler.max_t: must be <= epochs ({space.epochs}), got {space.max_t}")
     return space
 
@@ -323,9 +343,14 @@ def describe(space: Space) -> str:
         lines.append(f"    cell {i}: " + ", ".join(f"{k}={v}" for k, v in cell.items()))
     lines.append(f"  seeds: {spec.seed_list}")
     lines.append(f"  trials: {space.num_trials}")
-    if spec.scheduler.type == "asha":
-        sch = spec.scheduler
-        lines.append(f"  scheduler: ASHA on {spec.metric} ({spec.mode}) by epoch, grace {sch.grace_period}, max_t {space.max_t}, reduction {sch.reduction_factor:g}")
+    sch = spec.scheduler
+    if sch.type != "none":
+        kind = "synchronous successive halving" if sch.type == "halving" else "ASHA"
+        judged = "each configuration by its mean over seeds" if sch.grouped else "each trial alone"
+        lines.append(
+            f"  scheduler: {kind} on {spec.metric} ({spec.mode}) by epoch, {judged}, grace {sch.grace_period}, "
+            f"max_t {space.max_t}, reduction {sch.reduction_factor:g}"
+        )
     else:
         lines.append("  scheduler: none (every trial runs all epochs)")
     if spec.search.type == "optuna":
@@ -340,4 +365,36 @@ def describe(space: Space) -> str:
     )
     if spec.search.type == "grid":
         lines.append(f"  grid cells: {len(space.grid_cells())}")
+    lines += [f"  warning: {w}" for w in warnings(space)]
     return "\n".join(lines)
+
+
+def warnings(space: Space) -> list[str]:
+    """Settings that run but make the scheduler's decisions unreliable, each naming its keys.
+
+    - A grace period inside the ramp of the unlabeled terms (``unsup_warmup_epochs``): the first rung then
+      ranks what is mostly supervised training, before the pseudo-labels and the contrastive term act.
+    - One seed under a scheduler: each rung ranks a single run, and at this field's label counts the seed
+      noise is larger than most effects a search ranks.
+    """
+    spec = space.spec
+    out = []
+    if spec.scheduler.type == "none":
+        return out
+    ramps = [float(space.base.get("unsup_warmup_epochs", TrainConfig.model_fields["unsup_warmup_epochs"].default))]
+    if "unsup_warmup_epochs" in spec.space:
+        ramps += [float(v) for v in spec.space["unsup_warmup_epochs"].examples()]
+    ramps += [float(cell["unsup_warmup_epochs"]) for cell in space.grid_cells() if "unsup_warmup_epochs" in cell]
+    ramp = max(ramps)
+    if ramp > 0 and spec.scheduler.grace_period <= ramp:
+        out.append(
+            f"{space.path}: scheduler.grace_period ({spec.scheduler.grace_period}) is within base.unsup_warmup_epochs "
+            f"({ramp:g}), the ramp of gamma and beta: the first rung ranks mostly supervised training; "
+            f"a grace period above {ramp:g} judges the semi-supervised phase"
+        )
+    if len(spec.seed_list) == 1:
+        out.append(
+            f"{space.path}: seeds: 1 with scheduler.type {spec.scheduler.type}: every rung ranks a single run's seed "
+            "noise; use 3 or more seeds with scheduler.seeds: together"
+        )
+    return out

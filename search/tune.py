@@ -1,25 +1,25 @@
 """A validated space as a Ray Tune experiment whose every trial fits a Ray Train ``TorchTrainer``.
 
 Deadlock-free on any number of CPUs: a trial's driver function asks only for a sliver of the custom
-``TRAIN_DRIVER`` resource, never for a CPU its own Train workers need (../shared/RAY_NOTES.md).
+``TRAIN_DRIVER`` resource, never for a CPU its own Train workers need (a trial driver holding a CPU would starve its own workers on a small machine).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from types import SimpleNamespace
 from typing import Any
 
 import optuna
 import ray
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
+from ray.tune.schedulers import TrialScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from results.store import Store
 from search.resume import ENDED, Earlier, Pins, Plan, group_key
+from search.schedulers import GroupedASHA, ResumableASHA
 from search.space import Param, Space
 from search.trial import run_trial
 
@@ -147,34 +147,6 @@ class EpochOptunaSearch(OptunaSearch):
         return optuna.trial.TrialState.COMPLETE, means[shared[-1]], means
 
 
-class ResumableASHA(ASHAScheduler):
-    """ASHA that starts from the rungs of a resumed search: the ledger's curves are replayed into them.
-
-    Ended trials are replayed once; a trial resuming mid-run gets its earlier epochs replayed under its new
-    Tune id, so it is not judged again at the rungs it already passed.
-    """
-
-    def __init__(self, *args: Any, history: dict[str, dict[int, float]] | None = None, pins: Pins | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._history = history or {}
-        self._pins = pins or Pins()
-
-    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
-        super().on_trial_add(tune_controller, trial)
-        for trial_id, curve in self._history.items():
-            self._replay(trial_id, curve)
-        self._history = {}
-        prior = self._pins.curves.get(self._pins.trial_id(trial.config, trial.trial_id))
-        if prior:
-            self._replay(trial.trial_id, prior)
-
-    def _replay(self, trial_id: str, curve: dict[int, float]) -> None:
-        bracket = self._brackets[0]
-        for epoch in sorted(curve):
-            if curve[epoch] is not None and not math.isnan(curve[epoch]):
-                bracket.on_result(SimpleNamespace(trial_id=trial_id), epoch, self._metric_op * curve[epoch])
-
-
 def param_space(space: Space) -> dict[str, Any]:
     """Tune's ``param_space``: constants from the base config and the sampled parameters.
 
@@ -226,20 +198,45 @@ def searcher(space: Space, max_concurrent: int | None = None, plan: Plan | None 
     return algo
 
 
-def scheduler(space: Space, plan: Plan | None = None, earlier: Earlier | None = None) -> ASHAScheduler | None:
+def scheduler(space: Space, plan: Plan | None = None, earlier: Earlier | None = None) -> TrialScheduler | None:
+    """The space's scheduler (``search.schedulers``), starting from the rungs of what ``plan`` keeps; None: FIFO."""
     spec = space.spec
-    if spec.scheduler.type != "asha":
+    if spec.scheduler.type == "none":
         return None
-    history = {} if plan is None or earlier is None else {t["trial_id"]: earlier.curves.get(t["trial_id"], {}) for t in plan.ended}
-    return ResumableASHA(
+    ended = [] if plan is None or earlier is None else [(t, earlier.curves.get(t["trial_id"], {})) for t in plan.ended]
+    common = dict(
         time_attr="epoch",  # monotone across retries, unlike training_iteration
         max_t=space.max_t,
         grace_period=spec.scheduler.grace_period,
         reduction_factor=spec.scheduler.reduction_factor,
-        brackets=1,
-        history=history,
         pins=None if plan is None else plan.pins,
     )
+    if spec.scheduler.grouped:
+        return GroupedASHA(
+            seeds=spec.seed_list,
+            synchronous=spec.scheduler.type == "halving",
+            configurations=space.num_trials // len(spec.seed_list),
+            history=[(t, t["status"], curve) for t, curve in ended],
+            **common,
+        )
+    return ResumableASHA(brackets=1, history={t["trial_id"]: curve for t, curve in ended}, **common)
+
+
+def trial_limit(space: Space, max_concurrent: int | None) -> int | None:
+    """How many trials may be live (started and not ended) at once, for ``max_concurrent`` running.
+
+    Trials judged alone: ``max_concurrent``. Seeds together: whole configurations, enough of them to keep
+    ``max_concurrent`` busy while some seeds wait at a rung for the others (a paused trial is still live).
+    Synchronous halving: every trial, since a rung waits for all of them (each live trial waits for resources
+    when more are live than run).
+    """
+    sch = space.spec.scheduler
+    if max_concurrent is None or sch.type == "halving":
+        return None
+    if not sch.grouped:
+        return max_concurrent
+    seeds = len(space.spec.seed_list)
+    return math.ceil((max_concurrent + seeds - 1) / seeds) * seeds
 
 
 def trainable(space: Space, train_storage: str, store: Store, search_id: str, pins: Pins) -> Any:
@@ -264,7 +261,8 @@ def build_tuner(
     """The experiment of what ``plan`` leaves to run; at most ``max_concurrent`` trials at once (None: as many
     as Tune starts). Tune's experiment state goes under ``<store>/tune``, Train's checkpoints under ``<store>/train``."""
     spec = space.spec
-    algo = searcher(space, max_concurrent, plan, earlier)
+    limit = trial_limit(space, max_concurrent)
+    algo = searcher(space, limit, plan, earlier)
     return tune.Tuner(
         trainable(space, f"{store.uri}/train/{search_id}", store, search_id, plan.pins),
         param_space=param_space(space),
@@ -274,7 +272,7 @@ def build_tuner(
             search_alg=algo,
             scheduler=scheduler(space, plan, earlier),
             num_samples=plan.num_trials,
-            max_concurrent_trials=max_concurrent if isinstance(algo, EpochOptunaSearch) else None,
+            max_concurrent_trials=limit if isinstance(algo, EpochOptunaSearch) else None,
         ),
         run_config=tune.RunConfig(
             name=search_id,

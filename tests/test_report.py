@@ -109,7 +109,18 @@ def test_report_pairs_seeds_against_the_baseline_and_counts_the_cost(store: Stor
     header = re.search(r"<tr><th>threshold</th><th>top1 mean ± std</th>.*?</tr>", page).group(0)
     assert "GPU-hours" in header and "CPU-hours" in header
     best = re.search(r'<tr class="best">(.*?)</tr>', page).group(1)
-    assert re.sub(r"<[^>]+>", " ", best).split() == ["0.8", "38.00", "±", "2.83", "27.60", "2", "0", "0.200", "0.400", "0.200"]
+    # 38 ± 2.83 over 2 seeds: ± t(0.975, 1) · 2.83 / √2 = ± 25.41
+    assert re.sub(r"<[^>]+>", " ", best).split() == ["0.8", "38.00", "±", "2.83", "[12.59,", "63.41]", "27.60", "2", "0", "best",
+                                                     "0.200", "0.400", "0.200"]  # fmt: skip
+    # 0.5 − 0.8 per seed: −10, −2, within noise; 0.95 has a stopped trial, so is left out of the verdict
+    results = page[page.index('<h2 id="results">'):page.index('<h2 id="baseline">')]
+    rows = {r[0]: r for r in (re.sub(r"<[^>]+>", " ", m).split() for m in re.findall(r"<tr>(<td>.*?)</tr>", results))}
+    assert rows["0.5"][8:15] == ["-6.00", "[-56.82,", "44.82]", "0.37", "not", "resolved", "10"]
+    assert rows["0.95"][8:10] == ["not", "completed"]
+    assert ("best: threshold=0.8 (38), among completed configurations; 1 configuration cannot be told apart from it at "
+            "this noise (2 seeds); the observed gap to it (6 top1) would need 10 seeds to resolve.") in text
+    assert "not completed: threshold=0.95: a trial stopped early" in text
+    assert "+6.00 ± 5.66 [-44.82, 56.82] 0.37 2 of 2" in " ".join(text.split())  # the baseline's interval and test
     assert "<th>paper</th>" in header and "Paper: Table 1, UCF-101 1 %." in text  # the paper's number beside ours
     for provenance in ("spaces/tau-test.yaml", "dataset=synthetic", "0123abcd", "ray 2.60.0", "2 worker(s) × 1 CPU + 0.5 GPU"):
         assert provenance in text, provenance

@@ -165,11 +165,14 @@ def test_results_command_starts_without_torch_or_ray(store: Store) -> None:
 def test_seed_table_formats_mark_the_best_configuration(store: Store) -> None:
     epoch(store, "b", 4, 50.0, 0.2)  # threshold 0.9 now ends at 50 against 0.5's 31.0 ± 1.4
     markdown = seed_table(store, "demo", fmt="markdown").splitlines()
-    assert markdown[0] == "| threshold | top1 mean ± std | seeds | not completed |"
-    assert markdown[2:] == ["| 0.5 | 31.0 ± 1.4 | 2 | 0 |", "| 0.9 | **50.0** | 1 | 1 |"]
+    assert markdown[0] == "| threshold | top1 mean ± std | 95% CI | seeds | not completed | Δ best (95% CI) | p | verdict | seeds needed |"
+    # 0.9's one trial is still running: the highest mean, but left out of the verdict, which only 0.5 remains in
+    assert markdown[2:4] == ["| 0.5 | 31.0 ± 1.4 | [18.3, 43.7] | 2 | 0 |  |  | best |  |",
+                             "| 0.9 | **50.0** |  | 1 | 1 |  |  | not completed |  |"]  # fmt: skip
     latex = seed_table(store, "demo", fmt="latex").splitlines()
-    assert latex[0] == r"\begin{tabular}{lrrr}" and latex[-1] == r"\end{tabular}"
-    assert r"0.5 & 31.0 $\pm$ 1.4 & 2 & 0 \\" in latex and r"0.9 & \textbf{50.0} & 1 & 1 \\" in latex
+    assert r"\begin{tabular}{lrrrrrrlr}" in latex and latex[-1] == r"\end{tabular}"
+    assert r"0.5 & 31.0 $\pm$ 1.4 & [18.3, 43.7] & 2 & 0 &  &  & best &  \\" in latex
+    assert r"0.9 & \textbf{50.0} &  & 1 & 1 &  &  & not completed &  \\" in latex
     rows = list(csv.DictReader(io.StringIO(seed_table(store, "demo", fmt="csv"))))
     assert [(r["threshold"], r["best"]) for r in rows] == [("0.5", "False"), ("0.9", "True")]
     assert float(rows[0]["top1_mean"]) == 31.0 and float(rows[0]["top1_std"]) == pytest.approx(2**0.5)
