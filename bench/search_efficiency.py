@@ -16,6 +16,9 @@ configurations x 3 seeds, every trial to its last epoch); proposals map to the n
 - halving (reproducible): synchronous successive halving (grace 2, reduction 2) over 8 configurations, which
   are all proposed before any result (so TPE draws them at random), seeds together.
 
+``--sweep`` instead replays TPE + ASHA, each seed alone and seeds together, over 6-16 configurations, grace 1, 2,
+4 and reduction 2, 3, 4, on the demo's space and on the recorded values as choices: one line per setting.
+
 The last line is ``hit_rate H epochs_share E seedaware_hit S seedaware_epochs F``: TPE + ASHA's share of repeats
 whose reported configuration is within 1 point of the true best and its epochs as a share of the grid's, then
 the same for seed-aware ASHA.
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import sys
 import tempfile
 import time
@@ -67,6 +71,19 @@ def space_for(demo: dict[str, Any], changes: dict[str, Any], folder: Path, name:
     return load(path)
 
 
+def sweep(demo: dict[str, Any], curves: Curves, repeats: int, concurrency: int, folder: Path) -> None:
+    """TPE + ASHA over settings, on the demo's space and on the recorded values as choices (see the docstring)."""
+    choices = {name: {"choice": sorted({key[i] for key in curves.configs})} for i, name in enumerate(curves.names)}
+    spaces = {"demo": (demo["space"], (8, 12, 16)), "choices": (choices, (6, 8))}
+    for (label, (space, sizes)), grace, rf, seeds in itertools.product(spaces.items(), (1, 2, 4), (2, 3, 4), ("apart", "together")):
+        for n in sizes:
+            changes = {"space": space, "num_samples": n,
+                       "scheduler": {"type": "asha", "grace_period": grace, "reduction_factor": rf, "seeds": seeds}}  # fmt: skip
+            d = repeat("sweep", space_for(demo, changes, folder, "sweep"), curves, repeats, concurrency, progress=False).as_dict()
+            print(f"{label:7s} n={n:<2d} grace={grace} rf={rf} {seeds:8s} hit={d['hit_rate']:.2f} regret={d['regret_mean']:.2f} "
+                  f"epochs={d['epochs_share']:.3f} minutes={d['wall_s'] / 60:.1f}", flush=True)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--curves", default=str(ROOT / "bench" / "curves"), help="STORE[:SEARCH] of recorded curves")
@@ -75,11 +92,17 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--json", help="write the numbers as JSON")
     parser.add_argument("--figure", default="figures/search_efficiency.png")
+    parser.add_argument("--sweep", action="store_true", help="TPE + ASHA over settings instead (a few minutes)")
     args = parser.parse_args()
 
     demo = yaml.safe_load(Path(args.space).read_text())
     curves = Curves.load(args.curves, demo.get("metric", "top1"))
     started = time.perf_counter()
+    if args.sweep:
+        with tempfile.TemporaryDirectory() as folder:
+            sweep(demo, curves, args.repeats, args.concurrency, Path(folder))
+        print(f"in {time.perf_counter() - started:.0f} s")
+        return
     summaries = []
     with tempfile.TemporaryDirectory() as folder:
         spaces = {name: space_for(demo, changes, Path(folder), name) for name, changes in strategies(demo, curves).items()}

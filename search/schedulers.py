@@ -10,9 +10,9 @@ simulator (``search.simulate``) both run.
 
 Waiting at a rung uses Tune's own ``PAUSE``: the trial's process ends and, once its configuration is cleared
 to go on, it starts again and its Train run continues from its last checkpoint (``search.trial``), as a
-retried trial does. A trial within one epoch of a rung its configuration still waits on is not paused (a
-restart costs more than an epoch here); when the configuration's verdict is to stop, its other trials are
-stopped at once, wherever they are.
+retried trial does. A trial at a rung whose other seeds are all within one epoch of it goes on into the next
+epoch instead (a restart costs more than an epoch here) and waits there if the verdict has not come; when the
+verdict is to stop, the configuration's other trials are stopped at once, wherever they are.
 """
 
 from __future__ import annotations
@@ -174,7 +174,10 @@ class GroupedASHA(ASHAScheduler):
         open_rungs = [m for m in self._milestones if m <= epoch and m not in self._decided[key]]
         if not open_rungs:
             return TrialScheduler.CONTINUE
-        if self._synchronous or self._behind(key, open_rungs[0]):
+        rung = open_rungs[0]
+        # Go on into one more epoch only from the rung itself, while every other seed is within an epoch of it,
+        # and never into the last epoch, which would end the trial without its configuration's verdict.
+        if self._synchronous or epoch > rung or epoch + 1 >= self._max_t or self._behind(key, rung):
             return TrialScheduler.PAUSE
         return TrialScheduler.CONTINUE
 

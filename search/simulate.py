@@ -363,7 +363,7 @@ class _Simulation:
         early: set[tuple] = set()
         for trial in self.trials:
             status = self.ended.get(trial.trial_id)
-            if status is None:
+            if status is None or self.metric not in trial.last_result:  # running, or stopped before its first epoch
                 continue
             key = self.key[trial.trial_id]
             finals.setdefault(key, {})[trial.config["seed"]] = trial.last_result[self.metric]
@@ -516,33 +516,40 @@ def write_json(summaries: Sequence[Summary], curves: Curves, path: str | Path) -
 
 def figure(summaries: Sequence[Summary], path: str | Path) -> Path:
     """Regret of the configuration each strategy would report against the epochs spent (share of the full
-    grid): the mean over repeats as a line, the band between the repeats' 10th and 90th percentiles."""
+    grid), the anytime plot of the HPO literature: the mean over repeats as a line, the band between the
+    repeats' quartiles, a dot where the strategy ends on average (its mean budget and final regret)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    grid = np.linspace(0, max(max(r.epochs for r in s.runs) for s in summaries) / summaries[0].grid_epochs, 200)
+    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    grid_epochs = summaries[0].grid_epochs
+    budget = np.linspace(0, max(max(r.epochs for r in s.runs) for s in summaries) / grid_epochs, 300)
     for s in summaries:
         curves = []
         for run in s.runs:
-            spent = np.array([e for e, _ in run.anytime], dtype=float) / s.grid_epochs
+            spent = np.array([e for e, _ in run.anytime], dtype=float) / grid_epochs
             regret = np.array([r for _, r in run.anytime], dtype=float)
-            index = np.searchsorted(spent, grid, side="right") - 1
-            curves.append(np.where(index >= 0, regret[np.clip(index, 0, None)], np.nan))
+            index = np.searchsorted(spent, budget, side="right") - 1
+            known = (index >= 0) & (budget <= run.epochs / grid_epochs)  # before a verdict, after the search: nothing
+            curves.append(np.where(known, regret[np.clip(index, 0, None)], np.nan))
         stack = np.array(curves)
         with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # budgets before a repeat's first verdict: no value
+            warnings.simplefilter("ignore", RuntimeWarning)  # budgets no repeat has a value for
             mean = np.nanmean(stack, axis=0)
-            low, high = np.nanpercentile(stack, 10, axis=0), np.nanpercentile(stack, 90, axis=0)
-        (line,) = ax.plot(grid, mean, label=s.name)
-        ax.fill_between(grid, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
+            low, high = np.nanpercentile(stack, 25, axis=0), np.nanpercentile(stack, 75, axis=0)
+        (line,) = ax.plot(budget, mean, label=s.name, linewidth=1.6)
+        ax.fill_between(budget, low, high, color=line.get_color(), alpha=0.1, linewidth=0)
+        d = s.as_dict()
+        ax.plot([d["epochs_share"]], [d["regret_mean"]], "o", color=line.get_color(), markersize=6)
     ax.axhline(HIT_POINTS, color="0.5", linestyle=":", linewidth=1)
-    ax.set_xlabel("epochs spent, share of the full grid")
+    ax.text(budget[-1], HIT_POINTS, f" {HIT_POINTS:g} point", va="bottom", ha="right", fontsize=8, color="0.4")
+    ax.set_xlabel("epochs spent, share of the full grid's")
     ax.set_ylabel(f"regret of the reported best ({summaries[0].curves.metric} points)")
-    ax.set_title(f"{summaries[0].curves.source}: mean over {len(summaries[0].runs)} repeats, band 10-90 %")
+    store, _, search = summaries[0].curves.source.rpartition(":")
+    ax.set_title(f"{Path(store).name}:{search}, {len(summaries[0].runs)} repeats: mean, quartile band, dot = where it ends", fontsize=10)
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=8)
     fig.tight_layout()
