@@ -233,7 +233,9 @@ class GroupedASHA(ASHAScheduler):
     def _stop_members(self, tune_controller: Any, reporting: Any) -> None:
         """Every other trial of a stopped configuration ends now, waiting, pending or running (the reporting one
         ends by the verdict this scheduler returns for its result)."""
-        for key in self._stopped:
+        for key in self._order:  # in a fixed order (a set's order would change from run to run)
+            if key not in self._stopped:
+                continue
             for trial in self._members.get(key, []):
                 if trial is not reporting and trial.status in (Trial.PAUSED, Trial.PENDING, Trial.RUNNING):
                     tune_controller.stop_trial(trial)

@@ -241,6 +241,7 @@ class _Simulation:
         self.metric = space.spec.metric
         self.trials: list[Trial] = []
         self.key: dict[str, tuple] = {}
+        self.created: dict[str, int] = {}  # trial id -> its place in creation order
         self.done: dict[str, int] = {}  # trial id -> epochs it has (its checkpoint)
         self.ended: dict[str, str] = {}  # trial id -> completed / stopped
         self.queue: list[Trial] = []  # running in Tune's sense, waiting for a slot
@@ -300,6 +301,7 @@ class _Simulation:
         """New trials from the searcher start at once (their drivers need no CPU); paused trials the scheduler
         clears start again; then waiting trials take the free slots, in the order they became ready."""
         while (trial := self.search.next_trial()) is not None:
+            self.created[trial.trial_id] = len(self.trials)
             self.trials.append(trial)
             self.key[trial.trial_id] = self.curves.nearest(trial.config, self.space)
             self.scheduler.on_trial_add(self.controller, trial)
@@ -319,7 +321,8 @@ class _Simulation:
     def run(self) -> Run:
         self._fill()
         while self.busy:
-            trial_id = min(self.busy, key=lambda t: (self.busy[t][0], t))
+            # ties (duplicate configurations have equal times) go to the trial created first: Tune's ids are random
+            trial_id = min(self.busy, key=lambda t: (self.busy[t][0], self.created[t]))
             self.now, trial = self.busy.pop(trial_id)
             self._report(trial)
             self._fill()

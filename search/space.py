@@ -74,24 +74,24 @@ class Scheduler(_Strict):
     max_t: int | None = Field(None, ge=1, description="the last epoch a rung can be at; default: the base config's epochs")
     grace_period: int = Field(1, ge=1, description="epochs every trial runs before it can be stopped")
     reduction_factor: float = Field(2.0, gt=1.0)
-    seeds: Literal["apart", "together"] = Field(
-        "apart",
-        description="asha: judge each seed's trial alone (apart), or a configuration by its mean over its seeds and "
-        "stop or continue it as a whole (together); halving is always together",
+    seeds: Literal["apart", "together"] | None = Field(
+        None,
+        description="asha: judge each seed's trial alone (apart, the default), or a configuration by its mean over its "
+        "seeds and stop or continue it as a whole (together); halving is always together",
     )
 
     @model_validator(mode="after")
     def _check(self) -> "Scheduler":
-        if self.type == "none" and (self.max_t is not None or self.seeds != "apart"):
+        if self.type == "none" and (self.max_t is not None or self.seeds is not None):
             raise ValueError("max_t and seeds: only for type 'asha' or 'halving'")
-        if self.type == "halving":
-            self.seeds = "together"
+        if self.type == "halving" and self.seeds == "apart":
+            raise ValueError("seeds: halving compares configurations by their mean over seeds; 'apart' is for asha")
         return self
 
     @property
     def grouped(self) -> bool:
         """Whether rungs compare configurations (their mean over seeds) rather than single trials."""
-        return self.type != "none" and self.seeds == "together"
+        return self.type == "halving" or (self.type == "asha" and self.seeds == "together")
 
 
 class Search(_Strict):

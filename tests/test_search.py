@@ -53,6 +53,8 @@ def tiny_space(tmp_path: Path, data: Path, **fields: Any) -> Path:
     [
         ({"scheduler": {"type": "asha", "gace_period": 2}}, r"scheduler\.gace_period: unknown key; allowed: type, max_t, grace_period"),
         ({"scheduler": {"type": "hyperband"}}, r"scheduler\.type: Input should be 'asha', 'halving' or 'none'"),
+        ({"scheduler": {"type": "halving", "seeds": "apart"}}, r"scheduler: seeds: halving compares configurations by their mean"),
+        ({"scheduler": {"type": "none", "seeds": "together"}}, r"scheduler: max_t and seeds: only for type 'asha' or 'halving'"),
         ({"space": {"threshold": {"uniform": [0.9, 0.1]}}}, r"space\.threshold: .*low must be below high"),
         ({"space": {"threshold": {"choice": [0.5, 1.5]}}}, r"space\.threshold\.choice\[1\]: Input should be less than or equal to 1"),
         ({"space": {"thresold": {"choice": [0.5]}}}, r"space\.thresold: unknown parameter; allowed: .*threshold"),
