@@ -65,8 +65,8 @@ class GroupedASHA(ASHAScheduler):
     mean over the configuration's seeds (a seed whose trial errored is left out), fed into Tune's ASHA bracket
     under the configuration's key, so the cut-off rule is ASHA's own.
 
-    ``synchronous``: a rung decides once every one of the search's ``configurations`` has reached it or been
-    stopped before it; it keeps the best ``1 / reduction_factor`` of those that reached it (at least one), ties
+    ``synchronous``: a rung decides once all of the search's ``trials`` exist and every configuration has reached it
+    or been stopped before it (trials are counted, not configurations: a searcher may propose one twice); it keeps the best ``1 / reduction_factor`` of those that reached it (at least one), ties
     going to the configuration proposed first. Nothing then depends on the order reports arrive in.
 
     ``history``: the ledger's ended trials of a resumed search, as (config, status, curve); their rung values
@@ -79,7 +79,7 @@ class GroupedASHA(ASHAScheduler):
         *args: Any,
         seeds: list[int],
         synchronous: bool = False,
-        configurations: int = 0,
+        trials: int = 0,
         history: Iterable[tuple[dict[str, Any], str, dict[int, float]]] = (),
         pins: Pins | None = None,
         **kwargs: Any,
@@ -87,7 +87,7 @@ class GroupedASHA(ASHAScheduler):
         super().__init__(*args, brackets=1, **kwargs)
         self._seeds = list(seeds)
         self._synchronous = synchronous
-        self._configurations = configurations
+        self._trials = trials
         self._pins = pins or Pins()
         self._milestones = sorted(int(m) for m, _ in self._brackets[0]._rungs if m < self._max_t)
         self._order: list[str] = []  # configurations, in the order their first trial was added
@@ -97,6 +97,7 @@ class GroupedASHA(ASHAScheduler):
         self._decided: dict[str, dict[int, str]] = {}  # configuration -> rung -> CONTINUE / STOP
         self._stopped: set[str] = set()
         self._pending_history = list(history)
+        self._added = len(self._pending_history)  # trials added, the ledger's ended ones included
 
     # -- what a configuration knows
 
@@ -136,6 +137,7 @@ class GroupedASHA(ASHAScheduler):
         key = self._key(trial)
         self._add_configuration(key)
         self._members[key].append(trial)
+        self._added += 1
         prior = self._pins.curves.get(self._pins.trial_id(trial.config, trial.trial_id))
         if prior:
             seed = trial.config["seed"]
@@ -211,7 +213,7 @@ class GroupedASHA(ASHAScheduler):
 
     def _decide_synchronous(self, rung: int) -> None:
         alive = [k for k in self._order if k not in self._stopped and rung not in self._decided[k]]
-        if not alive or len(self._order) < self._configurations:
+        if not alive or self._added < self._trials:
             return
         means = {}
         for key in alive:

@@ -1,7 +1,8 @@
 """A validated space as a Ray Tune experiment whose every trial fits a Ray Train ``TorchTrainer``.
 
 Deadlock-free on any number of CPUs: a trial's driver function asks only for a sliver of the custom
-``TRAIN_DRIVER`` resource, never for a CPU its own Train workers need (a trial driver holding a CPU would starve its own workers on a small machine).
+``TRAIN_DRIVER`` resource, never for a CPU its own Train workers need: on a small machine, drivers holding CPUs
+would leave none for their workers, and every trial would wait forever.
 """
 
 from __future__ import annotations
@@ -215,7 +216,7 @@ def scheduler(space: Space, plan: Plan | None = None, earlier: Earlier | None = 
         return GroupedASHA(
             seeds=spec.seed_list,
             synchronous=spec.scheduler.type == "halving",
-            configurations=space.num_trials // len(spec.seed_list),
+            trials=space.num_trials,
             history=[(t, t["status"], curve) for t, curve in ended],
             **common,
         )

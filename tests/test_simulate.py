@@ -112,6 +112,13 @@ def test_halving_decides_the_same_whatever_order_reports_arrive_in(curves: Curve
     assert all(r.reported == runs[0].reported for r in runs)
     statuses = [s for trials in outcomes(runs[0]).values() for _, s, _ in trials]
     assert "stopped" in statuses and "completed" in statuses
+    # a searcher may propose one configuration twice (choices): the rung still decides once every trial is in
+    choices = {n: {"choice": sorted({k[i] for k in curves.configs})} for i, n in enumerate(curves.names)}
+    twice = load(demo_like(tmp_path, "twice", space=choices, scheduler={"type": "halving", "grace_period": 2}))
+    for seed in range(4):
+        run = simulate(twice, curves, 2, seed)
+        assert len(run.trials) == 24 and {t["status"] for t in run.trials} == {"stopped", "completed"}
+    assert any(len({tuple(sorted(t["proposed"].items())) for t in simulate(twice, curves, 2, s).trials}) < 8 for s in range(4))
 
 
 def test_repeats_differ_by_the_sampler_seed(curves: Curves, tmp_path: Path) -> None:
