@@ -1,23 +1,37 @@
 """``python -m results``: read the Parquet store.
 
-    python -m results query "SELECT method, avg(final_top1) FROM trials GROUP BY method"
+    python -m results query "SELECT method, avg(final_top1) FROM trials GROUP BY method"   # SELECTs over the tables
+    python -m results query --unsafe "COPY (FROM trials) TO 'trials.csv'"   # any DuckDB SQL: files, COPY, ATTACH, ...
     python -m results show SEARCH_ID
     python -m results table tau --metric top1      # mean ± std over seeds per configuration
     python -m results plot tau --out figures/tau   # PNG figures: ablation, learning curves, pseudo-labels, stages, Optuna
     python -m results report tau --out tau.html --baseline threshold=0.8   # one self-contained HTML page
     python -m results compact [SEARCH_ID ...]      # merge each search's small files (a search does it when it ends)
+    python -m results verify [SEARCH_ID ...]       # list the parts that cannot be read; exit 1 if there are any
+    python -m results verify --quarantine          # and move them to <store>/quarantine/<table>/search_id=<id>/
+
+Every command reads a store that exists (``--store``). What it cannot take (a missing store, an unknown search, a
+search without trials, an empty ``--out``, SQL that would do more than read) is one line on stderr, ``error: …``,
+and exit code 2. A part that cannot be read is left out with one ``WARNING: …`` line naming it, its size and its
+search; everything else reads as before.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+from pathlib import Path
 
 from results.page import write
 from results.plot import load, plot
-from results.report import FORMATS, query, seed_table, show
-from results.store import DEFAULT_STORE, Store
+from results.report import FORMATS, known_search, query, seed_table, show
+from results.store import DEFAULT_STORE, QUARANTINE, TABLES, Store, one_line
 from results.tables import compact
+
+
+class BadOption(ValueError):
+    """An option value the command cannot use."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     q = commands.add_parser("query", help="run SQL (DuckDB) over the tables searches, trials, epochs, stages")
     q.add_argument("sql")
+    q.add_argument("--unsafe", action="store_true",
+                   help="run any DuckDB SQL (other files, COPY, ATTACH, extensions, settings); default: SELECT over the tables only")  # fmt: skip
     s = commands.add_parser("show", help="a search's trials, best first")
     s.add_argument("search_id")
     s.add_argument("--metric", help="sort by this metric instead of the search's own")
@@ -43,35 +59,81 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--baseline", help="the configuration others are compared with, seed by seed, e.g. method=supervised")
     c = commands.add_parser("compact", help="merge each search's parts into one file per table (latest rows only)")
     c.add_argument("search_ids", nargs="*", help="default: every search in the store")
-    for sub in (q, s, t, p, r, c):
+    v = commands.add_parser("verify", help="read every part in full and list those that cannot be read (exit 1 if any)")
+    v.add_argument("search_ids", nargs="*", help="default: every part of the store")
+    v.add_argument("--quarantine", action="store_true",
+                   help=f"move them to <store>/{QUARANTINE}/<table>/search_id=<id>/ (never deleted), out of every reader's way")  # fmt: skip
+    for sub in (q, s, t, p, r, c, v):
         sub.add_argument("--store", default=DEFAULT_STORE, help=f"folder or URI of the tables (default {DEFAULT_STORE})")
     args = parser.parse_args(argv)
-    store = Store(args.store)
+    logging.basicConfig(format="%(levelname)s: %(message)s")  # the unreadable parts' warnings, a line each
     try:
-        if args.command == "query":
-            print(query(store, args.sql))
-        elif args.command == "compact":
-            for search_id in args.search_ids or store.searches():
-                kept = compact(store, search_id)
-                print(f"{search_id}: " + ", ".join(f"{n} {table}" for table, n in kept.items()))
-        elif args.command == "table":
-            print(seed_table(store, args.search, args.metric, args.format))
-        elif args.command == "plot":
-            data = load(store, args.search)
-            for figure in plot(data, args.out or f"figures/{data.search_id}", args.metric):
-                print(f"{figure.path}: {figure.caption}")
-        elif args.command == "report":
-            data = load(store, args.search)
-            print(write(data, args.out or f"{data.search_id}.html", args.metric, args.baseline))
-        else:
-            print(show(store, args.search_id, args.metric))
+        return run(Store.existing(args.store), args)
     except KeyError as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # DuckDB's errors name the problem in the SQL
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:  # DuckDB's errors name the problem in the SQL; the store's name the file
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+    return 2
+
+
+def run(store: Store, args: argparse.Namespace) -> int:
+    """The command, on a store that exists; its exit code."""
+    if args.command == "query":
+        print(query(store, args.sql, args.unsafe))
+    elif args.command == "compact":
+        failed = False
+        for search_id in args.search_ids or store.searches():
+            try:
+                kept = compact(store, search_id)
+            except Exception as exc:  # its parts are kept (``Store.replace_parts``): say so, go on with the others
+                print(f"error: {search_id}: not compacted: {one_line(exc)}", file=sys.stderr)
+                failed = True
+                continue
+            print(f"{search_id}: " + ", ".join(f"{n} {table}" for table, n in kept.items()))
+        return 2 if failed else 0
+    elif args.command == "verify":
+        return verify(store, args.search_ids, args.quarantine)
+    elif args.command == "table":
+        print(seed_table(store, args.search, args.metric, args.format))
+    elif args.command == "plot":
+        out = nonempty(args.out, "the figures' folder")
+        data = load(store, args.search)
+        for figure in plot(data, out or f"figures/{data.search_id}", args.metric):
+            print(f"{figure.path}: {figure.caption}")
+    elif args.command == "report":
+        out = nonempty(args.out, "the HTML file")
+        if out and Path(out).is_dir():
+            raise BadOption(f"--out {out}: a folder; give the HTML file, e.g. {Path(out) / 'page.html'}")
+        data = load(store, args.search)
+        print(write(data, out or f"{data.search_id}.html", args.metric, args.baseline))
+    else:
+        print(show(store, args.search_id, args.metric))
     return 0
+
+
+def nonempty(out: str | None, what: str) -> str | None:
+    """``--out`` as given; an empty one (which would write into the working directory) is refused."""
+    if out is not None and not out.strip():
+        raise BadOption(f"--out is empty; give {what}, or leave --out out for the default")
+    return out
+
+
+def verify(store: Store, search_ids: list[str], quarantine: bool) -> int:
+    """Read every part (of these searches, or of the store) in full; print each that cannot be read, and with
+    ``quarantine`` where it was moved. 1 if any could not be read (moved or not), else 0."""
+    scopes = [known_search(store, s) for s in search_ids] or [None]
+    checked = sum(len(store.parts(table, s)) for table in TABLES for s in scopes)
+    bad = [part for s in scopes for table in TABLES for part in store.unreadable(table, s)]
+    for part in bad:
+        print(part)
+        if quarantine:
+            print(f"  moved to {store.quarantine(part)}")
+    if not bad:
+        print(f"{checked} parts, all readable")
+        return 0
+    where = f"; moved to {store.uri}/{QUARANTINE}/" if quarantine else "; --quarantine moves them aside"
+    print(f"{len(bad)} of {checked} parts cannot be read{where}")
+    return 1
 
 
 if __name__ == "__main__":

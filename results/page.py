@@ -15,6 +15,7 @@ import html
 import json
 import math
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -244,13 +245,19 @@ def _lines(listed: str | None) -> str:
 
 
 def write(data: SearchData, out: str | Path, metric: str | None = None, baseline: str | None = None) -> Path:
-    """Render and write the page atomically (a reader never sees half a page)."""
+    """Render and write the page atomically (a reader never sees half a page): under a temporary name of its own
+    beside ``out``, then renamed; a failed write (``out`` a folder, a full disk) removes the temporary again."""
     out = Path(out)
     page = render(data, metric, baseline)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)
+    # a name of its own, so two writers never share one; not mkstemp, whose 0600 the page would keep
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(page, encoding="utf-8")
+        tmp.replace(out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return out
 
 

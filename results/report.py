@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import duckdb
 
 from results.stats import best_index, interval_text, mean_ci, mean_std, verdict_cells, verdicts
-from results.store import Store
+from results.store import QUARANTINE, Store
 from results.tables import connect, retrying
 from trainable.config import TrainConfig
 
@@ -42,9 +42,34 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def query(store: Store, sql: str) -> str:
+class Refused(ValueError):
+    """SQL that ``query`` does not run without ``unsafe``: it would do more than read the store's tables."""
+
+
+def query(store: Store, sql: str, unsafe: bool = False) -> str:
+    """Run SQL over the tables; its result as a text table.
+
+    Read-only unless ``unsafe``: only SELECT statements (``WITH``, ``FROM``, ``DESCRIBE``, ``SUMMARIZE`` are
+    SELECTs too), and on a connection that can open no file but the store's parts, nor load an extension or change a
+    setting (``connect(locked=True)``), so that SQL given to the command (from a dashboard, a colleague's snippet)
+    cannot read ``/etc/passwd``, write a file or attach a database. ``unsafe`` is DuckDB with its full power, for a
+    local user who wants it.
+    """
+    if not unsafe:
+        for statement in duckdb.extract_statements(sql):
+            if statement.type != duckdb.StatementType.SELECT:
+                text = " ".join(statement.query.split())
+                text = text if len(text) <= 60 else text[:59] + "…"
+                raise Refused(f"query: refused {text!r} (statement type {statement.type.name}): without --unsafe only "
+                              "SELECT statements over the tables searches, trials, epochs, stages run")  # fmt: skip
+
     def run() -> str:
-        result = connect(store).execute(sql)
+        try:
+            result = connect(store, locked=not unsafe).execute(sql)
+        except duckdb.PermissionException as exc:
+            raise Refused(f"query: {str(exc).splitlines()[0]}: without --unsafe a query reads only the store's tables") from exc
+        if result.description is None:  # a statement without rows (--unsafe's SET, CREATE, ...)
+            return ""
         return format_rows([d[0] for d in result.description], result.fetchall())
 
     return retrying(run)
@@ -56,11 +81,24 @@ def varied_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [name for name in trials.column_names if name in _CONFIG and len(set(map(str, trials.column(name).to_pylist()))) > 1]
 
 
-def open_search(store: Store, search_id: str) -> duckdb.DuckDBPyConnection:
-    """A connection that reads only this search's files."""
+def known_search(store: Store, search_id: str) -> str:
+    """``search_id``, if the store has that search; a KeyError listing those it has otherwise."""
     if search_id not in store.searches():
         raise KeyError(f"no search {search_id!r} in {store.uri}; searches: {', '.join(store.searches()) or 'none'}")
-    return connect(store, search_id)
+    return search_id
+
+
+def open_search(store: Store, search_id: str) -> duckdb.DuckDBPyConnection:
+    """A connection that reads only this search's files, for a command that shows its trials: one that has no
+    readable ``searches`` row or no trials yet is refused here, by name, rather than by the first query that
+    finds a column missing."""
+    con = connect(store, known_search(store, search_id))
+    if not con.execute("SELECT count(*) FROM _searches_latest").fetchall()[0][0]:
+        raise KeyError(f"search {search_id!r} in {store.uri} has no readable searches row (`python -m results verify "
+                       f"{search_id}` lists its unreadable parts; those moved aside are in {store.uri}/{QUARANTINE}/)")  # fmt: skip
+    if not con.execute("SELECT count(*) FROM _trial_events").fetchall()[0][0]:
+        raise KeyError(f"search {search_id!r} in {store.uri} has no trials yet")
+    return con
 
 
 def show(store: Store, search_id: str, metric: str | None = None, mode: str | None = None) -> str:

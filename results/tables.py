@@ -21,7 +21,9 @@ nothing needs rewriting when an epoch arrives:
   ``build_s``, ``waited_s``, ``path``, ``recorded_at``; empty in a store from before stages;
 - ``searches``: the latest row of each search, with ``num_trials`` counted from ``trials``.
 
-DuckDB reads only the files of the search asked for (its hive partition), and only the columns a query uses.
+DuckDB reads only the files of the search asked for (its hive partition), and only the columns a query uses; a
+part that cannot be read is left out with a warning naming it (``Store.readable_parts``), so one bad file costs
+only its own rows, and readers and compaction agree on which files are parts (``Store.parts``).
 """
 
 from __future__ import annotations
@@ -47,14 +49,18 @@ STAGE_COLUMNS = ("stages_built", "stages_reused", "stage_keys")
 T = TypeVar("T")
 
 
-def _files(store: Store, table: str, search_id: str | None, files: list[str] | None) -> str | None:
-    """The SQL list of files to scan: the given ones, or a glob over the search's partition (or all)."""
-    if files is None:
-        if not store.parts(table, search_id):
-            return None
-        pattern = f"{store.uri}/{table}/{PARTITION}={search_id}/*.parquet" if search_id else f"{store.uri}/{table}/{PARTITION}=*/*.parquet"
-        return _literal(pattern)
-    return "[" + ", ".join(_literal(f) for f in files) + "]" if files else None
+def _files(store: Store, table: str, search_id: str | None, files: list[str] | None) -> list[str]:
+    """The URIs of the parts to scan: the given ones, or the readable parts of the search (or of all).
+
+    Always a list, never a glob: DuckDB's ``*.parquet`` also matches the dot-files that are no parts, and the
+    list is what a locked connection allows (``connect``).
+    """
+    return [store.uri_of(p) for p in (store.readable_parts(table, search_id) if files is None else files)]
+
+
+def _source(uris: list[str]) -> str | None:
+    """The SQL list of files for ``read_parquet``, or None for none."""
+    return "[" + ", ".join(_literal(u) for u in uris) + "]" if uris else None
 
 
 def _literal(text: str) -> str:
@@ -93,15 +99,23 @@ def _latest(con: duckdb.DuckDBPyConnection, view: str, table: str, source: str |
     return columns + missing
 
 
-def connect(store: Store, search_id: str | None = None, files: dict[str, list[str]] | None = None) -> duckdb.DuckDBPyConnection:
+def connect(
+    store: Store, search_id: str | None = None, files: dict[str, list[str]] | None = None, locked: bool = False
+) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection whose views ``searches``, ``trials``, ``epochs``, ``stages`` are the store's tables.
 
     ``search_id`` limits every view to that search's files; ``files`` (per table) to exactly those files,
     read once into memory (compaction reads a fixed set of parts). The internal ``_<table>`` views keep
-    ``ledger_ns``.
+    ``ledger_ns``. A part that cannot be read is left out, with a warning (``Store.readable_parts``).
+
+    ``locked``: once the views exist, the connection may open no file but the parts they read, install or load
+    no extension and change no setting (DuckDB's ``enable_external_access = false`` with ``allowed_paths`` those
+    parts, then ``lock_configuration``), for SQL from someone who should only read the tables. DuckDB still lets
+    ``COPY … TO`` overwrite an allowed path: ``results.report.query`` refuses every statement but SELECT first.
     """
     con = duckdb.connect()
-    sources = {t: _files(store, t, search_id, None if files is None else files.get(t, [])) for t in TABLES}
+    uris = {t: _files(store, t, search_id, None if files is None else files.get(t, [])) for t in TABLES}
+    sources = {t: _source(u) for t, u in uris.items()}
     materialize = files is not None
     search_columns = _latest(con, "_searches_latest", "searches", sources["searches"], materialize)
     epoch_columns = _latest(con, "_epochs", "epochs", sources["epochs"], materialize)
@@ -162,6 +176,10 @@ def connect(store: Store, search_id: str | None = None, files: dict[str, list[st
     )
     for table in TABLES:
         con.execute(f"CREATE OR REPLACE TEMP VIEW {table} AS SELECT * EXCLUDE ({ORDER}) FROM _{table}")
+    if locked:
+        con.execute("SET allowed_paths = ?", [[u for table in TABLES for u in uris[table]]])
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
     return con
 
 
@@ -185,9 +203,10 @@ def read(store: Store, table: str, search_id: str | None = None) -> pa.Table:
 def compact(store: Store, search_id: str) -> dict[str, int]:
     """Merge the search's parts into one file per table; return the rows each table keeps.
 
-    Reads exactly the parts listed at the start, so parts written meanwhile stay and still win.
+    Reads exactly the readable parts listed at the start, so parts written meanwhile stay and still win, and a
+    part that cannot be read stays where it is, for ``verify`` to find (it is warned about, not merged).
     """
-    parts = {t: store.parts(t, search_id) for t in TABLES}
+    parts = {t: store.readable_parts(t, search_id) for t in TABLES}
     con = connect(store, files=parts)
     merged = {table: con.sql(f"SELECT * FROM _{table}").to_arrow_table() for table in TABLES}
     for table in TABLES:  # every table is read before any part is deleted: the views read across tables
