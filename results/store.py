@@ -56,6 +56,9 @@ QUARANTINE = "quarantine"
 log = logging.getLogger(__name__)
 
 
+MAX_SEARCH_ID = 200
+
+
 class StoreError(ValueError):
     """What the store refuses: a name it cannot hold (a search id that is not a valid folder name), a path that is
     no store, a merged file that did not read back."""
@@ -85,6 +88,8 @@ def check_search_id(search_id: str) -> str:
     """A search id becomes a folder name ``search_id=<id>``: no separators, no '=', nothing hidden."""
     if not search_id or search_id.startswith(".") or any(c in search_id for c in "/\\=*?[]\n"):
         raise StoreError(f"search name {search_id!r}: use letters, digits, '-', '_' and '.', not starting with '.'")
+    if len(search_id.encode()) > MAX_SEARCH_ID:  # a folder name holds 255 bytes, with 'search_id=' and Train's 'train-…'
+        raise StoreError(f"search name {search_id[:40]}…: {len(search_id.encode())} bytes, at most {MAX_SEARCH_ID}")
     return search_id
 
 

@@ -9,15 +9,24 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
-from results.store import DEFAULT_STORE, Store, StoreError
+from results.store import DEFAULT_STORE, StoreError
+from search.preflight import open_store, preflight
 from search.space import Space, SpaceError, describe, load, parse_overrides
 from trainable import logs
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line (``error: …``, exit 2) like every other refusal, not usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m search", description="Hyperparameter and ablation searches on Ray.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = OneLineParser(prog="python -m search", description="Hyperparameter and ablation searches on Ray.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     for name, text in (
         ("check", "validate a space and print what would run, without starting Ray"),
         ("run", "run a space"),
@@ -26,11 +35,11 @@ def main(argv: list[str] | None = None) -> int:
         sub = commands.add_parser(name, help=text, description=text)
         sub.add_argument("space", help="a YAML search space, e.g. spaces/demo.yaml")
         sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a base-config value")
-        sub.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], help="replace the file's seeds, e.g. 0 or 0,1,2")
+        sub.add_argument("--seeds", type=_seed_list, help="replace the file's seeds, e.g. 0 or 0,1,2")
         sub.add_argument("--workers", type=int, help="Train workers per trial (replaces resources.workers)")
         sub.add_argument("--cpus-per-worker", type=float, help="replaces resources.cpus_per_worker")
         sub.add_argument("--gpus-per-worker", type=float, help="replaces resources.gpus_per_worker")
-        if name == "run":
+        if name in ("check", "run"):  # check refuses what run would, so it takes run's options
             sub.add_argument("--address", help="Ray cluster to join ('auto', 'ray://host:10001'); default: a local instance, or the job's cluster")
             sub.add_argument("--store", default=DEFAULT_STORE, help=f"folder or URI (s3://…) of the Parquet tables (default {DEFAULT_STORE})")
             sub.add_argument("--name", help="search id; naming an interrupted search resumes it")
@@ -52,20 +61,32 @@ def main(argv: list[str] | None = None) -> int:
     except SpaceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.command == "check":
-        print(describe(space))
-        return 0
     if args.command == "simulate":
         return _simulate(space, args)
+    try:
+        store = open_store(args.store)
+        search_id = preflight(space, store, args.name, args.address)
+    except (SpaceError, StoreError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(describe(space), flush=True)
+    if args.command == "check":
+        return 0
     from search.runner import run
 
-    print(describe(space), flush=True)
     try:
-        run(space, Store(args.store), address=args.address, name=args.name)
-    except StoreError as exc:
+        run(space, store, address=args.address, name=search_id)
+    except (SpaceError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds are integers separated by commas, got {text!r}") from None
 
 
 def _positive(text: str) -> int:

@@ -7,21 +7,19 @@ import logging
 import os
 import socket
 import subprocess
-from datetime import datetime
 from importlib import metadata
 from typing import Any
 
 from results.callback import ResultsCallback
 from results.ledger import now
 from results.report import seed_table, show
-from results.store import Store, StoreError, check_search_id
+from results.store import Store
+from search.preflight import is_local, preflight
 from search.resume import Earlier, plan
 from search.space import Space
 from search.tune import DRIVER_RESOURCE, build_tuner
-from trainable import catalog
 from trainable.config import TrainConfig
 from trainable.data.synthetic import ensure_synthetic
-from trainable.stages import StageStore, StageStoreError
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +95,7 @@ def init_ray(address: str | None, space: Space) -> int | None:
 
     if ray.is_initialized():  # this process already joined a cluster (a test, a notebook): use it
         pass
-    elif address is None and "RAY_ADDRESS" not in os.environ:
+    elif is_local(address):
         # Train forwards reports to Tune at this polling interval (2 s by default).
         os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
         url = start_local_ray(resources={DRIVER_RESOURCE: 1000})
@@ -156,28 +154,12 @@ def search_row(space: Space, search_id: str, store: Store, address: str | None, 
     }
 
 
-def check_stage_store(space: Space, store_uri: str) -> None:
-    """A pipeline method shares its stage results through files under the store (``trainable.stages``): refuse a
-    store where that cannot work before any trial starts, not in every trial once it has started."""
-    methods = {space.base.get("method", TrainConfig.model_fields["method"].default)}
-    methods |= {cell["method"] for cell in space.grid_cells() if "method" in cell}
-    if "method" in space.spec.space:
-        methods |= set(space.spec.space["method"].examples())
-    staged = sorted(m for m in methods if catalog.METHODS[m].stages)
-    if staged:
-        try:
-            StageStore(store_uri)
-        except StageStoreError as exc:
-            raise StoreError(f"{space.path}: method {', '.join(staged)}: {exc}") from None
-
-
 def run(space: Space, store: Store, address: str | None = None, name: str | None = None) -> str:
     """Run ``space``; when ``name`` names a search the store has, continue it (see ``search.resume``).
 
     Returns the search id.
     """
-    search_id = check_search_id(name or f"{space.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
-    check_stage_store(space, store.uri)
+    search_id = preflight(space, store, name, address)
     earlier = Earlier.load(store, search_id, space.spec.metric)
     todo = plan(space, earlier)
     if earlier.search:
@@ -187,11 +169,9 @@ def run(space: Space, store: Store, address: str | None = None, name: str | None
         )  # fmt: skip
     callback = ResultsCallback(store, search_row(space, search_id, store, address, earlier), earlier.trials, todo.pins)
     if todo.num_trials:
-        if address is None and "RAY_ADDRESS" not in os.environ:  # a local run reads the dataset from this machine
-            config = TrainConfig.parse(space.base)
-            config.check_paths()
-            if config.dataset == "synthetic":  # generate it once here, with a progress bar, before trials start
-                ensure_synthetic(config.synthetic_spec(), config.synthetic_root)
+        config = TrainConfig.parse(space.base)
+        if is_local(address) and config.dataset == "synthetic":  # generated once here, with a progress bar
+            ensure_synthetic(config.synthetic_spec(), config.synthetic_root)
         max_concurrent = init_ray(address, space)
         log.info("search %s: %d trials; results in %s", search_id, todo.num_trials, store.uri)
         tuner = build_tuner(space, store, search_id, [callback], max_concurrent, todo, earlier)

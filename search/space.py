@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -17,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from trainable import catalog
-from trainable.config import ConfigError, TrainConfig, format_errors
+from trainable.config import ConfigError, TrainConfig, format_errors, refuse_booleans
 from trainable.metrics import METRICS
 
 KINDS = ("choice", "grid", "uniform", "loguniform", "int")
@@ -29,6 +30,11 @@ class SpaceError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans(cls, values: Any) -> Any:
+        return refuse_booleans(cls, values)
 
 
 class Param(_Strict):
@@ -46,6 +52,8 @@ class Param(_Strict):
         if len(given) != 1:
             raise ValueError(f"give exactly one of {', '.join(KINDS)}; got {', '.join(given) or 'none'}")
         low_high = self.uniform or self.loguniform or self.int_
+        if low_high is not None and not all(math.isfinite(v) for v in low_high):
+            raise ValueError(f"{given[0]}: bounds must be finite numbers, got {list(low_high)}")
         if low_high is not None and not low_high[0] < low_high[1]:
             raise ValueError(f"{given[0]}: low must be below high, got {list(low_high)}")
         if self.loguniform is not None and self.loguniform[0] <= 0:
@@ -154,6 +162,10 @@ class SpaceFile(_Strict):
             raise ValueError(f"metric: {self.metric!r} is not a reported metric; allowed: {', '.join(METRICS)}")
         if isinstance(self.seeds, int) and self.seeds < 1:
             raise ValueError(f"seeds: a count must be >= 1, got {self.seeds}")
+        if isinstance(self.seeds, list) and not self.seeds:
+            raise ValueError("seeds: give at least one seed, or a count")
+        if isinstance(self.seeds, list) and any(s < 0 for s in self.seeds):
+            raise ValueError(f"seeds: seeds must be >= 0 (they seed numpy and torch), got {self.seeds}")
         if isinstance(self.seeds, list) and len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds: repeated seeds {self.seeds}")
         grid = [name for name, p in self.space.items() if p.kind == "grid"]
@@ -242,9 +254,14 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise SpaceError(f"--set takes key=value, got {pair!r}")
-        out[key.strip()] = yaml.safe_load(value)
+        if not value.strip():
+            raise SpaceError(f"--set {key.strip()}=: no value; give one (null for the default's 'none')")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise SpaceError(f"--set {pair}: the value is not a YAML scalar") from None
     return out
 
 
@@ -262,13 +279,18 @@ def load(
     path = Path(path)
     source = str(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SpaceError(f"{source}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise SpaceError(f"{source}: not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r})") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise SpaceError(f"{source}: not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpaceError(f"{source}: not valid YAML{where}: {problem}") from None
     if not isinstance(raw, dict):
         raise SpaceError(f"{source}: the top level must be a mapping with at least 'name'")
     if seeds is not None:
@@ -305,6 +327,11 @@ def load(
     space = Space(path=source, text=text, spec=spec, base=base, overrides=overrides)
     if spec.scheduler.type != "none" and space.max_t > space.epochs:
         raise SpaceError(f"{source}: scheduler.max_t: must be <= epochs ({space.epochs}), got {space.max_t}")
+    if spec.scheduler.type != "none" and spec.scheduler.grace_period > space.max_t:
+        raise SpaceError(
+            f"{source}: scheduler.grace_period: must be <= the last epoch a rung can be at "
+            f"(max_t, default epochs: {space.max_t}), got {spec.scheduler.grace_period}"
+        )
     return space
 
 

@@ -148,7 +148,7 @@ def test_check_lists_a_pipeline_methods_stages(tmp_path: Path) -> None:
 def test_a_pipeline_method_needs_a_store_on_a_filesystem(tmp_path: Path) -> None:
     """TimeBalance's teachers are shared through files with an exclusive-create lock: an s3 store is refused
     before Ray starts, naming the file and the method."""
-    from search.runner import check_stage_store
+    from search.preflight import check_stage_store
 
     path = write_space(tmp_path / "m.yaml", name="m", cells=[{"method": "supervised"}, {"method": "timebalance"}])
     with pytest.raises(StoreError, match=r"m\.yaml: method timebalance: stage results need a store on a shared filesystem"):

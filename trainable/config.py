@@ -47,10 +47,37 @@ class ConfigError(ValueError):
     """A config value that is not allowed; the message names the key."""
 
 
+def refuse_booleans(model: type[BaseModel], values: Any) -> Any:
+    """Refuse ``true``/``false`` for a key that is not a boolean: pydantic would take ``epochs: true`` as 1 (YAML
+    and ``--set epochs=true`` read it as a boolean), and a run of one epoch is not what anybody asked for."""
+    if isinstance(values, dict):
+        for key, value in values.items():
+            field = model.model_fields.get(key)
+            if isinstance(value, bool) and field is not None and not _allows_bool(field.annotation):
+                raise ValueError(f"{key}: a boolean where {_kind(field.annotation)} is expected (got {value!r})")
+    return values
+
+
+def _allows_bool(annotation: Any) -> bool:
+    if annotation is bool or annotation is Any:
+        return True
+    return any(_allows_bool(arg) for arg in getattr(annotation, "__args__", ()))
+
+
+def _kind(annotation: Any) -> str:
+    text = str(annotation)
+    return "a number" if ("int" in text or "float" in text) else "text"
+
+
 class TrainConfig(BaseModel):
     """Everything one training run needs. Defaults are the paper's where it gives them (SPEC §1)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans(cls, values: Any) -> Any:
+        return refuse_booleans(cls, values)
 
     # What is trained.
     method: MethodName = "actnetformer"
@@ -254,6 +281,8 @@ class TrainConfig(BaseModel):
 
     def check_paths(self) -> None:
         """Fail on a dataset folder that is not there; separate from parsing since it depends on the machine."""
+        if self.dataset != "synthetic" and not self.data_root:
+            raise ConfigError(f"data_root: dataset {self.dataset} needs the folder of its videos and lists (got {self.data_root!r})")
         if self.dataset != "synthetic" and not Path(str(self.data_root)).is_dir():
             raise ConfigError(f"data_root: dataset folder {self.data_root} does not exist")
 
