@@ -3,6 +3,7 @@
     python -m results query "SELECT method, avg(final_top1) FROM trials GROUP BY method"   # SELECTs over the tables
     python -m results query --unsafe "COPY (FROM trials) TO 'trials.csv'"   # any DuckDB SQL: files, COPY, ATTACH, ...
     python -m results show SEARCH_ID
+    python -m results history SEARCH               # every search run of it: revision, when, who, overrides, seeds
     python -m results table tau --metric top1      # mean ± std over seeds per configuration
     python -m results plot tau --out figures/tau   # PNG figures: ablation, learning curves, pseudo-labels, stages, Optuna
     python -m results report tau --out tau.html --baseline threshold=0.8   # one self-contained HTML page
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from results.page import write
 from results.plot import load, plot
-from results.report import FORMATS, known_search, query, seed_table, show
+from results.report import FORMATS, history, known_search, query, seed_table, show
 from results.store import DEFAULT_STORE, QUARANTINE, TABLES, Store, one_line
 from results.tables import compact
 
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     s = commands.add_parser("show", help="a search's trials, best first")
     s.add_argument("search_id")
     s.add_argument("--metric", help="sort by this metric instead of the search's own")
+    h = commands.add_parser("history", help="every search run of a search: its revision, when, by whom, with what")
+    h.add_argument("search", help="a search id or name (the latest search of that name)")
     t = commands.add_parser("table", help="mean ± std over seeds of each configuration (a paper-style table)")
     t.add_argument("search", help="a search id or name (the latest search of that name)")
     t.add_argument("--metric", default="top1")
@@ -63,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("search_ids", nargs="*", help="default: every part of the store")
     v.add_argument("--quarantine", action="store_true",
                    help=f"move them to <store>/{QUARANTINE}/<table>/search_id=<id>/ (never deleted), out of every reader's way")  # fmt: skip
-    for sub in (q, s, t, p, r, c, v):
+    for sub in (q, s, h, t, p, r, c, v):
         sub.add_argument("--store", default=DEFAULT_STORE, help=f"folder or URI of the tables (default {DEFAULT_STORE})")
     args = parser.parse_args(argv)
     logging.basicConfig(format="%(levelname)s: %(message)s")  # the unreadable parts' warnings, a line each
@@ -93,6 +96,8 @@ def run(store: Store, args: argparse.Namespace) -> int:
         return 2 if failed else 0
     elif args.command == "verify":
         return verify(store, args.search_ids, args.quarantine)
+    elif args.command == "history":
+        print(history(store, args.search))
     elif args.command == "table":
         print(seed_table(store, args.search, args.metric, args.format))
     elif args.command == "plot":

@@ -2,7 +2,8 @@
 
 Epoch rows are not written here: the trial's own process appends them (``results.ledger``), before Tune
 hears of them. This callback appends a ``trials`` row when a trial starts and when it ends (status, error,
-wall time over every attempt), and a ``searches`` row when the search starts and ends. Nothing it holds is
+wall time over every attempt, the search's revision it ran under), a ``searches`` row when the search starts
+and ends, and the ``runs`` row of this run (its provenance, never replaced) when it starts. Nothing it holds is
 needed to resume: a resumed search reads what earlier runs wrote from the ledger (``search.resume``).
 Every few thousand reports, and at the end, it compacts the search's parts.
 """
@@ -31,9 +32,12 @@ COMPACT_EVERY = 2000  # reports between compactions of a running search: bounds 
 class ResultsCallback(Callback):
     """Appends the rows of the search ``search_row["search_id"]`` and of its trials."""
 
-    def __init__(self, store: Store, search_row: dict[str, Any], earlier: list[dict[str, Any]], pins: Pins) -> None:
+    def __init__(
+        self, store: Store, search_row: dict[str, Any], earlier: list[dict[str, Any]], pins: Pins, run_row: dict[str, Any] | None = None
+    ) -> None:
         self.store = store
         self.search = dict(search_row)
+        self.run_row = run_row
         self.search_id = search_row["search_id"]
         self.pins = pins
         self.known = {t["trial_id"]: t for t in earlier}  # what earlier runs of this search recorded
@@ -46,6 +50,8 @@ class ResultsCallback(Callback):
 
     def setup(self, **info: Any) -> None:
         self._append("searches", self.search)
+        if self.run_row is not None:
+            self._append("runs", self.run_row)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         trial_id = self._row(trial)
@@ -72,6 +78,7 @@ class ResultsCallback(Callback):
                 "started_at": before.get("started_at") or now(),
                 "ended_at": None,
                 "status": "pending",
+                "revision": self.search.get("revision", 1),  # the revision of the search this attempt ran under
             }
             self.rows[trial_id] = row
             self.epochs[trial_id] = int(before.get("epochs_run") or 0)

@@ -135,10 +135,20 @@ def _provenance(data: SearchData) -> list[str]:
         ("started", search.get("started_at")), ("resumed", search.get("resumed_at")), ("ended", search.get("ended_at")),
         ("Ray", search.get("ray_address")), ("store", search.get("store")),
     ]  # fmt: skip
+    if data.runs:
+        rows.insert(0, ("revision", f"{search.get('revision') or 1} (the latest; {len(data.runs)} runs of this search, below)"))
     out = ['<h2 id="provenance">Provenance</h2>', "<table>"]
     out += [f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows if v is not None]
     out.append("</table>")
     out.append(f"<details><summary>the space file as run</summary><pre>{_e(search.get('space_yaml') or '')}</pre></details>")
+    if data.runs:
+        heads = ["revision", "started", "by", "overrides", "seeds", "space hash", "git commit", "command"]
+        out.append('<table class="runs"><tr>' + "".join(f"<th>{h}</th>" for h in heads) + "</tr>")
+        for run in data.runs:
+            cells = [run.get("revision"), run.get("started_at"), f"{run.get('user')}@{run.get('host')}", run.get("overrides"),
+                     run.get("seeds"), run.get("space_hash"), (run.get("git_commit") or "")[:12], run.get("command")]  # fmt: skip
+            out.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
+        out.append("</table>")
     return out
 
 
@@ -215,7 +225,8 @@ def _baseline(data: SearchData, cells: Sequence[Cell], base: Cell | None, metric
 
 def _trials(data: SearchData, metric: str) -> list[str]:
     staged = any(t.get(c) for t in data.trials for c in STAGE_COLUMNS)  # a pipeline method's search
-    heads = ["trial", *data.params, "seed", "status", "epochs", f"final {metric}", f"best {metric}", "wall s"]
+    revised = len({t.get("revision") for t in data.trials}) > 1  # trials ran under several revisions of the search
+    heads = ["trial", *data.params, "seed", *(["revision"] if revised else []), "status", "epochs", f"final {metric}", f"best {metric}", "wall s"]
     heads += [c.replace("_", " ") for c in STAGE_COLUMNS] if staged else []
     out = ['<h2 id="trials">Trials</h2>']
     if staged:
@@ -225,7 +236,8 @@ def _trials(data: SearchData, metric: str) -> list[str]:
         )
     out.append("<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in heads) + "</tr>")
     for t in data.trials:
-        cells = [t["trial_id"], *(value_text(t.get(p)) for p in data.params), t.get("seed"), t.get("status")]
+        cells = [t["trial_id"], *(value_text(t.get(p)) for p in data.params), t.get("seed"),
+                 *([t.get("revision")] if revised else []), t.get("status")]  # fmt: skip
         numbers = [t.get("epochs_run"), t.get(f"final_{metric}"), t.get(f"best_{metric}"), t.get("wall_s")]
         used = [_lines(t.get(c)) for c in STAGE_COLUMNS] if staged else []
         out.append(

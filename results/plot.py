@@ -62,6 +62,7 @@ class SearchData:
     space: dict[str, Any] = field(default_factory=dict)  # the space file as it was run
     # Rows under a stage result's id ``stage-<stage>-<key>``: stages in the order first written, then by seed, id, epoch.
     stage_epochs: list[dict[str, Any]] = field(default_factory=list)
+    runs: list[dict[str, Any]] = field(default_factory=list)  # every ``search run`` of it, oldest first (``runs``)
 
     @property
     def metric(self) -> str:
@@ -145,7 +146,8 @@ def load(store: Store, search: str) -> SearchData:
         ).to_arrow_table().to_pylist()
         params = [c for c in varied_columns(con) if c != "seed"]
         space = yaml.safe_load(row.get("space_yaml") or "") or {}
-        return SearchData(search_id, row, trials, epochs, params, space if isinstance(space, dict) else {}, stage_epochs)
+        runs = con.sql("SELECT * FROM runs ORDER BY run_id").to_arrow_table().to_pylist()
+        return SearchData(search_id, row, trials, epochs, params, space if isinstance(space, dict) else {}, stage_epochs, runs)
 
     return retrying(run)
 

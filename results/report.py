@@ -118,6 +118,22 @@ def show(store: Store, search_id: str, metric: str | None = None, mode: str | No
     return retrying(run)
 
 
+def history(store: Store, search: str) -> str:
+    """Every ``search run`` of a search, oldest first: its revision, when, by whom, with which overrides and seeds."""
+    search_id = resolve(store, search)
+
+    def run() -> str:
+        con = open_search(store, search_id)
+        columns = ["revision", "started_at", "user", "host", "overrides", "seeds", "space_hash", "git_commit", "command"]
+        have = [r[0] for r in con.execute("DESCRIBE runs").fetchall()]
+        if "revision" not in have:
+            raise KeyError(f"search {search_id!r} in {store.uri} has no runs recorded (it ran before the store kept them)")
+        rows = con.execute(f"SELECT {', '.join(columns)} FROM runs ORDER BY run_id").fetchall()
+        return f"search {search_id}\n" + format_rows(columns, [[*r[:7], (r[7] or "")[:12], r[8]] for r in rows])
+
+    return retrying(run)
+
+
 def resolve(store: Store, search: str) -> str:
     """A search id, or the latest search of that name (``tau`` also finds ``paper-tau``)."""
     if search in store.searches():

@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-TABLES = ("searches", "trials", "epochs", "stages")
+TABLES = ("searches", "trials", "epochs", "stages", "runs")
 # The columns that identify a row of each table: of several rows with the same key, the latest wins. A ``stages`` row
 # is a pipeline stage's result that a trial used (built, or found built): one per (trial, stage).
 KEYS = {
@@ -44,6 +44,8 @@ KEYS = {
     "trials": ("search_id", "trial_id"),
     "epochs": ("search_id", "trial_id", "epoch"),
     "stages": ("search_id", "trial_id", "stage"),
+    # One row per ``search run`` of a search, never replaced: the history of what ran it (``results history``).
+    "runs": ("search_id", "run_id"),
 }
 ORDER = "ledger_ns"  # nanoseconds since the epoch at which the row was written
 PARTITION = "search_id"

@@ -42,7 +42,11 @@ BEST = {"top1": "max", "top5": "max", "aux_top1": "max", "loss": "min"}
 # Metrics whose last value is a trial's final_<m> (the epoch itself is epochs_run).
 FINAL = tuple(m for m in METRICS if m != "epoch")
 # Columns the views read that older stores lack (written before they existed): NULL there, of this type.
-LATER = {"epochs": {"stage": "VARCHAR"}, "stages": {"stage_key": "VARCHAR", "reused": "BOOLEAN", "recorded_at": "VARCHAR"}}
+LATER = {
+    "epochs": {"stage": "VARCHAR"},
+    "stages": {"stage_key": "VARCHAR", "reused": "BOOLEAN", "recorded_at": "VARCHAR"},
+    "trials": {"revision": "BIGINT"},
+}
 # The trial columns derived from the stages table.
 STAGE_COLUMNS = ("stages_built", "stages_reused", "stage_keys")
 
@@ -121,6 +125,7 @@ def connect(
     epoch_columns = _latest(con, "_epochs", "epochs", sources["epochs"], materialize)
     event_columns = _latest(con, "_trial_events", "trials", sources["trials"], materialize)
     _latest(con, "_stages", "stages", sources["stages"], materialize)
+    _latest(con, "_runs", "runs", sources["runs"], materialize)
 
     goals = dict(BEST)
     described = "metric" in search_columns

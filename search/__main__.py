@@ -1,7 +1,7 @@
 """``python -m search``: validate a search space, or run it on Ray.
 
     python -m search check spaces/demo.yaml
-    python -m search run spaces/demo.yaml [--address auto] [--store DIR_OR_URI] [--name NAME] [--set key=value ...]
+    python -m search run spaces/demo.yaml [--address auto] [--store DIR_OR_URI] [--name NAME [--revise]] [--set key=value ...]
     python -m search simulate spaces/demo.yaml --curves bench/curves [--repeats 20] [--concurrency 2] [--json FILE]
 """
 
@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
             sub.add_argument("--address", help="Ray cluster to join ('auto', 'ray://host:10001'); default: a local instance, or the job's cluster")
             sub.add_argument("--store", default=DEFAULT_STORE, help=f"folder or URI (s3://…) of the Parquet tables (default {DEFAULT_STORE})")
             sub.add_argument("--name", help="search id; naming an interrupted search resumes it")
+            sub.add_argument("--revise", action="store_true", help="resume even though the space, overrides, seeds or "
+                             "resources differ from the search's, recording the change as its next revision")  # fmt: skip
         if name == "simulate":
             sub.add_argument("--curves", required=True, metavar="STORE[:SEARCH]", help="a store holding a full grid run to its last epoch, e.g. bench/curves")
             sub.add_argument("--repeats", type=_positive, default=20, help="simulated searches, the searcher seeded 0..R-1 (default 20)")
@@ -65,9 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         return _simulate(space, args)
     try:
         store = open_store(args.store)
-        search_id = preflight(space, store, args.name, args.address)
+        search_id, _ = preflight(space, store, args.name, args.address, args.revise)
     except (SpaceError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        for line in getattr(exc, "diff", []):  # a changed resume: how the space file differs
+            print(f"  {line}", file=sys.stderr)
         return 2
     print(describe(space), flush=True)
     if args.command == "check":
@@ -75,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     from search.runner import run
 
     try:
-        run(space, store, address=args.address, name=search_id)
+        run(space, store, address=args.address, name=search_id, revise=args.revise)
     except (SpaceError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

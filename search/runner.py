@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
 import os
 import socket
 import subprocess
+import sys
+import uuid
 from importlib import metadata
 from typing import Any
 
@@ -14,7 +17,8 @@ from results.callback import ResultsCallback
 from results.ledger import now
 from results.report import seed_table, show
 from results.store import Store
-from search.preflight import is_local, preflight
+from search.lease import Lease
+from search.preflight import is_local, preflight, provenance
 from search.resume import Earlier, plan
 from search.space import Space
 from search.tune import DRIVER_RESOURCE, build_tuner
@@ -129,20 +133,19 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def search_row(space: Space, search_id: str, store: Store, address: str | None, earlier: Earlier) -> dict[str, Any]:
-    """The ``searches`` row: what ran, from which file and code, where; a resumed search keeps its start time."""
+def search_row(space: Space, search_id: str, store: Store, address: str | None, earlier: Earlier, revision: int = 1) -> dict[str, Any]:
+    """The ``searches`` row: what ran, from which file and code, where, as which revision; a resumed search keeps its
+    start time."""
     return {
         "search_id": search_id,
         "name": space.name,
         "space_file": space.path,
-        "space_yaml": space.text,
+        **provenance(space),
         "space_hash": space.hash,
-        "overrides": json.dumps(space.overrides, sort_keys=True),
-        "seeds": json.dumps(space.spec.seed_list),
         "metric": space.spec.metric,
         "mode": space.spec.mode,
         "planned_trials": space.num_trials,
-        "resources": json.dumps(space.spec.resources.model_dump()),  # with --workers/--cpus-.../--gpus-... applied
+        "revision": revision,
         "status": "running",
         "started_at": (earlier.search or {}).get("started_at") or now(),
         "resumed_at": now() if earlier.search else None,
@@ -154,12 +157,35 @@ def search_row(space: Space, search_id: str, store: Store, address: str | None, 
     }
 
 
-def run(space: Space, store: Store, address: str | None = None, name: str | None = None) -> str:
-    """Run ``space``; when ``name`` names a search the store has, continue it (see ``search.resume``).
+def run_row(search: dict[str, Any]) -> dict[str, Any]:
+    """The ``runs`` row of this run of the search: its provenance, who ran it where, when; never replaced."""
+    fields = ("search_id", "revision", "space_file", "space_yaml", "space_hash", "overrides", "seeds", "resources",
+              "git_commit", "versions", "store", "ray_address")  # fmt: skip
+    return {
+        **{k: search[k] for k in fields},
+        "run_id": f"{now()}-{uuid.uuid4().hex[:8]}",
+        "started_at": now(),
+        "user": getpass.getuser(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "command": " ".join(sys.argv),
+    }
 
-    Returns the search id.
+
+def run(space: Space, store: Store, address: str | None = None, name: str | None = None, revise: bool = False) -> str:
+    """Run ``space``; when ``name`` names a search the store has, continue it (see ``search.resume``); with ``revise``
+    even when the space, overrides, seeds or resources differ from the search's, as its next revision.
+
+    Returns the search id. The search's lease (``search.lease``) is held from before anything is read or written
+    until the end, so a second driver of the same search is refused, not run beside this one.
     """
-    search_id = preflight(space, store, name, address)
+    search_id, revision = preflight(space, store, name, address, revise)
+    with Lease(store, search_id):
+        _run(space, store, address, search_id, revision)
+    return search_id
+
+
+def _run(space: Space, store: Store, address: str | None, search_id: str, revision: int) -> None:
     earlier = Earlier.load(store, search_id, space.spec.metric)
     todo = plan(space, earlier)
     if earlier.search:
@@ -167,7 +193,8 @@ def run(space: Space, store: Store, address: str | None = None, name: str | None
             "search %s is in %s: %d trial(s) ended and are kept, %d resume from their checkpoints, %d to run in all",
             search_id, store.uri, len(todo.ended), len(todo.pins.ids), todo.num_trials,
         )  # fmt: skip
-    callback = ResultsCallback(store, search_row(space, search_id, store, address, earlier), earlier.trials, todo.pins)
+    row = search_row(space, search_id, store, address, earlier, revision)
+    callback = ResultsCallback(store, row, earlier.trials, todo.pins, run_row(row))
     if todo.num_trials:
         config = TrainConfig.parse(space.base)
         if is_local(address) and config.dataset == "synthetic":  # generated once here, with a progress bar
@@ -187,5 +214,4 @@ def run(space: Space, store: Store, address: str | None = None, name: str | None
     print(show(store, search_id))
     print(f"\nconfigurations over seeds, against the best ({space.spec.metric}, {space.spec.mode}):")
     print(seed_table(store, search_id, space.spec.metric))
-    print(f"\nParquet tables: {store.uri}/{{searches,trials,epochs,stages}}/search_id={search_id}/")
-    return search_id
+    print(f"\nParquet tables: {store.uri}/{{searches,trials,epochs,stages,runs}}/search_id={search_id}/")

@@ -96,7 +96,7 @@ def test_driver_killed_at_an_epoch_boundary_and_mid_epoch_resumes_from_the_ledge
 
     # 4. Extended: one more grid value; the two finished cells are kept as they are.
     wider = grid_space(tmp_path, tiny_dataset, [0.0, 0.5, 1.0], max_concurrent=2)
-    driver = search_driver(wider, name, tmp_path / "store", log)
+    driver = search_driver(wider, name, tmp_path / "store", log, "--revise")  # an edited space: its next revision
     assert driver.wait(timeout=600) == 0, log.read_text()[-4000:]
     extended, extended_rows = check_tables(store, name, trials=3)
     assert sorted(t["threshold"] for t in extended) == [0.0, 0.5, 1.0]

@@ -55,7 +55,7 @@ def test_seeds_together_stop_a_configuration_as_a_whole_and_resume_from_the_ledg
     # stopped configuration's new seed is stopped with it, the kept one's new seed runs to the end.
     before = {(t["trial_id"], t["epochs_run"], t["status"]) for t in trials}
     path = grouped_space(tmp_path, tiny_dataset, "together", scheduler, [0, 1, 2, 3], [0.0, 1.0], epochs=3)
-    run(load(path), store, name="together")
+    run(load(path), store, name="together", revise=True)  # one more seed: the search's next revision
     trials = read(store, "trials", search_id).to_pylist()
     assert len(trials) == 8 and before <= {(t["trial_id"], t["epochs_run"], t["status"]) for t in trials}
     new = {t["threshold"]: t for t in trials if t["seed"] == 3}

@@ -117,7 +117,7 @@ def test_latest_row_wins_and_summaries_come_from_epochs(store: Store) -> None:
 def test_compaction_keeps_the_tables_and_leaves_one_file_each(store: Store, tmp_path: Path) -> None:
     before = {t: sorted(map(str, read(store, t).to_pylist())) for t in ("searches", "trials", "epochs")}
     assert len(store.parts("epochs", "s")) == 10
-    assert compact(store, "s") == {"searches": 1, "trials": 3, "epochs": 9, "stages": 0}
+    assert compact(store, "s") == {"searches": 1, "trials": 3, "epochs": 9, "stages": 0, "runs": 0}
     assert {t: len(store.parts(t, "s")) for t in before} == {"searches": 1, "trials": 1, "epochs": 1}
     assert {t: sorted(map(str, read(store, t).to_pylist())) for t in before} == before
     # What is appended after a compaction still wins over the compacted rows.
@@ -214,7 +214,7 @@ def test_compaction_keeps_the_stages(tmp_path: Path) -> None:
     tables = ("searches", "trials", "epochs", "stages")
     before = {t: sorted(map(str, read(store, t).to_pylist())) for t in tables}
     assert len(store.parts("stages", "tb")) == 12
-    assert compact(store, "tb") == {"searches": 1, "trials": 4, "epochs": 16 + 2 * sum(STAGES.values()), "stages": 12}
+    assert compact(store, "tb") == {"searches": 1, "trials": 4, "epochs": 16 + 2 * sum(STAGES.values()), "stages": 12, "runs": 0}
     assert {t: len(store.parts(t, "tb")) for t in tables} == dict.fromkeys(tables, 1)
     assert {t: sorted(map(str, read(store, t).to_pylist())) for t in tables} == before
     # the stage results' own folders, beside the table's partitions, are left alone and read as no part of it

@@ -97,8 +97,8 @@ def test_a_corrupt_part_costs_no_other_search_anything(store: Store) -> None:
     assert [line.split()[0] for line in out.stdout.splitlines()[2:]] == ["a"] * 3 + ["b"] * 3
     # compaction of every search goes on past it, and leaves the bad file where it is for verify
     out = cli(store, "compact")
-    assert out.returncode == 0 and out.stdout.splitlines() == ["a: 0 searches, 3 trials, 9 epochs, 0 stages",
-                                                               "b: 1 searches, 3 trials, 9 epochs, 0 stages"]  # fmt: skip
+    assert out.returncode == 0 and out.stdout.splitlines() == ["a: 0 searches, 3 trials, 9 epochs, 0 stages, 0 runs",
+                                                               "b: 1 searches, 3 trials, 9 epochs, 0 stages, 0 runs"]  # fmt: skip
     assert len(out.stderr.splitlines()) == 1 and merged in out.stderr
     assert store.parts("searches", "a") == [merged]
     # a's own commands say what is missing in one line, not with DuckDB's error
@@ -166,7 +166,7 @@ def test_dot_files_are_no_parts_for_any_reader_or_compaction(store: Store) -> No
     after = cli(store, "show", "a")
     assert (after.returncode, after.stdout, after.stderr) == (0, before.stdout, "")
     out = cli(store, "compact", "a")
-    assert (out.returncode, out.stdout, out.stderr) == (0, "a: 1 searches, 3 trials, 9 epochs, 0 stages\n", "")
+    assert (out.returncode, out.stdout, out.stderr) == (0, "a: 1 searches, 3 trials, 9 epochs, 0 stages, 0 runs\n", "")
     assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == ["._part-1.parquet", ".part-3.parquet.0a1b2c3d.tmp"]
     assert max(e["epoch"] for e in read(store, "epochs", "a").to_pylist()) == 3
     assert cli(store, "verify", "a").returncode == 0
@@ -198,7 +198,7 @@ def test_compaction_keeps_the_parts_when_its_merged_file_does_not_read_back(stor
         assert store.parts(t, "a") == parts[t]
         assert not [p for p in Path(store.folder(t, "a")).iterdir() if p.name.startswith(".")]
         assert sorted(map(str, read(store, t, "a").to_pylist())) == rows[t]
-    assert compact(store, "a") == {"searches": 1, "trials": 3, "epochs": 9, "stages": 0}
+    assert compact(store, "a") == {"searches": 1, "trials": 3, "epochs": 9, "stages": 0, "runs": 0}
 
 
 @pytest.mark.parametrize("command", [["query", "SELECT 1"], ["show", "a"], ["table", "a"], ["plot", "a"], ["report", "a"],
