@@ -11,6 +11,7 @@ import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -124,3 +125,55 @@ def test_a_lease_whose_holder_is_gone_is_taken_over(tmp_path: Path) -> None:
         with Lease(store, "s"):
             assert json.loads((folder / "s.json").read_text())["pid"] == os.getpid()
         assert not (folder / "s.json").exists()
+
+
+@pytest.fixture()
+def s3_store(tmp_path: Path) -> Iterator[Store]:
+    """A real S3 server on loopback (moto's server mode: pyarrow's S3 client ignores in-process mocks), one bucket;
+    the server is ended by its pid. The store finds it the way AWS tools do: ``AWS_ENDPOINT_URL`` and the keys."""
+    import pyarrow.fs as pafs
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=open(tmp_path / "moto.log", "w"), stderr=subprocess.STDOUT)  # fmt: skip
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+           "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.time() < deadline and server.poll() is None, (tmp_path / "moto.log").read_text()
+                time.sleep(0.2)
+        pafs.S3FileSystem(endpoint_override=env["AWS_ENDPOINT_URL"], allow_bucket_creation=True).create_dir("leases-test")
+        yield Store("s3://leases-test/store")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def test_the_lease_holds_on_an_s3_store(s3_store: Store) -> None:
+    """On S3 (no exclusive create through pyarrow.fs) the lease is written and read back: a second driver is
+    refused naming the first, the lease is gone once given back, and a gone holder's is taken over."""
+    with Lease(s3_store, "s") as held:
+        assert held.holder()["pid"] == os.getpid()
+        with pytest.raises(LeaseError, match=rf"pid {os.getpid()} on {re.escape(socket.gethostname())}"):
+            Lease(s3_store, "s").acquire()
+    assert Lease(s3_store, "s").holder() is None
+    old = datetime.now(timezone.utc) - timedelta(minutes=5)
+    with s3_store.fs.open_output_stream(f"{s3_store.root}/leases/s.json") as f:
+        f.write(json.dumps({"token": "other", "host": "elsewhere", "pid": 1, "started_at": old.isoformat(),
+                            "renewed_at": old.isoformat()}).encode())  # fmt: skip
+    with Lease(s3_store, "s") as taken:
+        assert taken.holder()["token"] == taken.token
