@@ -14,26 +14,30 @@ from conftest import tiny_config
 from test_search import write_space
 
 
-def grouped_space(tmp_path: Path, data: Path, name: str, scheduler: dict, seeds: list[int], grid: list[float], epochs: int) -> Path:
+def grouped_space(
+    tmp_path: Path, data: Path, name: str, scheduler: dict, seeds: list[int], grid: list[float], epochs: int, max_concurrent: int = 2
+) -> Path:
     base = {**tiny_config(data), "epochs": epochs}
     base.pop("threshold", None)
     return write_space(
         tmp_path / f"{name}.yaml", name=name, metric="mask_rate_primary", base=base,
         space={"threshold": {"grid": grid}}, seeds=seeds, scheduler=scheduler,
-        resources={"workers": 1, "cpus_per_worker": 1}, max_concurrent=2,
+        resources={"workers": 1, "cpus_per_worker": 1}, max_concurrent=max_concurrent,
     )  # fmt: skip
 
 
 def test_seeds_together_stop_a_configuration_as_a_whole_and_resume_from_the_ledger(ray_local: str, tiny_dataset: Path, tmp_path: Path) -> None:
     """threshold 0 passes every unlabeled clip (mask rate 1), threshold 1 none (0): the rung at epoch 2 stops
-    threshold 1 on every seed. Two trials compute at once, so a configuration's first two seeds reach the rung
-    while its third has not started: they wait (paused, their processes ended) and continue from their Train
-    checkpoints once the third has caught up. Then the search is extended by a seed under the same name."""
+    threshold 1 on every seed. ``max_concurrent: 1`` lets one configuration be live at a time, in grid order, so
+    threshold 0 always reaches the rung first (an asynchronous rung passes whoever arrives first); its three
+    trials share the two CPUs, so its first two seeds reach the rung while the third has not started: they wait
+    (paused, their processes ended) and continue from their Train checkpoints once the third has caught up.
+    Then the search is extended by a seed under the same name."""
     from search.runner import run
 
     scheduler = {"type": "asha", "grace_period": 2, "reduction_factor": 2, "seeds": "together"}
     store = Store(tmp_path / "store")
-    path = grouped_space(tmp_path, tiny_dataset, "together", scheduler, [0, 1, 2], [0.0, 1.0], epochs=3)
+    path = grouped_space(tmp_path, tiny_dataset, "together", scheduler, [0, 1, 2], [0.0, 1.0], epochs=3, max_concurrent=1)
     search_id = run(load(path), store, name="together")
 
     trials = read(store, "trials", search_id).to_pylist()
@@ -54,7 +58,7 @@ def test_seeds_together_stop_a_configuration_as_a_whole_and_resume_from_the_ledg
     # Resume with one more seed: the ledger's configurations are replayed, nothing that ended runs again; the
     # stopped configuration's new seed is stopped with it, the kept one's new seed runs to the end.
     before = {(t["trial_id"], t["epochs_run"], t["status"]) for t in trials}
-    path = grouped_space(tmp_path, tiny_dataset, "together", scheduler, [0, 1, 2, 3], [0.0, 1.0], epochs=3)
+    path = grouped_space(tmp_path, tiny_dataset, "together", scheduler, [0, 1, 2, 3], [0.0, 1.0], epochs=3, max_concurrent=1)
     run(load(path), store, name="together", revise=True)  # one more seed: the search's next revision
     trials = read(store, "trials", search_id).to_pylist()
     assert len(trials) == 8 and before <= {(t["trial_id"], t["epochs_run"], t["status"]) for t in trials}
