@@ -14,7 +14,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 # The full-scale settings, in one place: the paper's pair (resnet3d_50 + timesformer_s), clips (8 frames of
-# 224 pixels) and per-GPU batch (1 labeled + 5 unlabeled clips; TrainConfig's defaults, SPEC §1), in bf16
+# 224 pixels) and per-GPU batch (1 labeled + 5 unlabeled clips; TrainConfig's defaults, docs/method.md §1), in bf16
 # with channels_last, as a GPU trial runs them.
 export SCALE=full DEVICE=cuda PRECISION=bf16 FRAMES=8 SIZE=224 BATCH=1 MU=5
 export EPOCH_STEPS=200    # steps of each of (b)'s two epochs

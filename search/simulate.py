@@ -217,7 +217,7 @@ class Run:
 
 
 class _Controller:
-    """The part of Tune's controller a scheduler may call (``get_trials``, ``stop_trial``, ``pause_trial``)."""
+    """The part of Tune's controller the project's schedulers call (``get_trials``, ``stop_trial``)."""
 
     def __init__(self, sim: "_Simulation") -> None:
         self._sim = sim
@@ -225,14 +225,8 @@ class _Controller:
     def get_trials(self) -> list[Trial]:
         return list(self._sim.trials)
 
-    def get_live_trials(self) -> list[Trial]:
-        return [t for t in self._sim.trials if not t.is_finished()]
-
     def stop_trial(self, trial: Trial) -> None:
         self._sim.stop(trial)
-
-    def pause_trial(self, trial: Trial, should_checkpoint: bool = True) -> None:
-        self._sim.pause(trial)
 
 
 class _Simulation:
@@ -448,15 +442,11 @@ def repeat(name: str, space: Space, curves: Curves, repeats: int, concurrency: i
 
 
 def rungs(space: Space) -> list[int]:
-    """The epochs at which the space's scheduler judges trials (none without a scheduler)."""
-    sch = space.spec.scheduler
-    if sch.type == "none":
+    """The epochs at which the space's scheduler judges trials (none without one), read off its own ASHA bracket."""
+    scheduler = tuning.scheduler(space)
+    if scheduler is None:
         return []
-    out, rung = [], float(sch.grace_period)
-    while rung < space.max_t:
-        out.append(int(rung))
-        rung *= sch.reduction_factor
-    return out
+    return sorted(int(m) for m, _ in scheduler._brackets[0]._rungs if m < space.max_t)
 
 
 def table(summaries: Sequence[Summary]) -> str:

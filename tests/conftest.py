@@ -8,7 +8,7 @@ from typing import Any, Iterator
 
 import pytest
 
-# Set before Ray starts so every Ray process inherits them (../shared/RAY_NOTES.md).
+# Set before Ray starts so every Ray process inherits them (docs/ray.md).
 os.environ["RAY_AUTH_MODE"] = "disabled"
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "120")

@@ -1,4 +1,4 @@
-"""The losses against plain loop-over-samples transcriptions of SPEC's equations."""
+"""The losses against plain loop-over-samples transcriptions of the equations of docs/method.md §1."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ BACKBONES: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A method's structure (SPEC §1.4: a row of the paper's Table 1); ``trainable.methods`` composes its step."""
+    """A method's structure (docs/method.md §1.4: a row of the paper's Table 1); ``trainable.methods`` composes its step."""
 
     name: str
     # Models trained, "primary" first; only the primary is used at test time.

@@ -70,7 +70,7 @@ def _kind(annotation: Any) -> str:
 
 
 class TrainConfig(BaseModel):
-    """Everything one training run needs. Defaults are the paper's where it gives them (SPEC §1)."""
+    """Everything one training run needs. Defaults are the paper's where it gives them (docs/method.md §1)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -211,7 +211,7 @@ class TrainConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _resolve_aux(cls, values: Any) -> Any:
-        # A method without an auxiliary records none; one with an auxiliary gets its default (SPEC §1.4).
+        # A method without an auxiliary records none; one with an auxiliary gets its default (docs/method.md §1.4).
         if not isinstance(values, dict):
             return values
         method = catalog.METHODS.get(values.get("method", cls.model_fields["method"].default))

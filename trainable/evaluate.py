@@ -1,4 +1,4 @@
-"""Multi-view test (SPEC §1.2): softmax averaged over clips × crops; top-1/top-5 of the primary.
+"""Multi-view test (docs/method.md §1.2): softmax averaged over clips × crops; top-1/top-5 of the primary.
 
 The auxiliary's top-1 is measured the same way, for the record only: the paper uses the primary alone.
 Videos are sharded over workers and the counts summed, so every test video counts exactly once.

@@ -1,4 +1,4 @@
-"""The method's equations (SPEC §1), each a pure function of tensors: no models, no Ray, no config.
+"""The method's equations (docs/method.md §1), each a pure function of tensors: no models, no Ray, no config.
 
 Losses are computed in float32 whatever precision the forward pass ran in.
 """
@@ -83,7 +83,7 @@ def symmetric_contrastive_loss(
     )
 
 
-# TimeBalance (../shared/papers/timebalance.md §3). Clip projections come as (videos, clips, dim): clip ``t`` of
+# TimeBalance (docs/method.md §2). Clip projections come as (videos, clips, dim): clip ``t`` of
 # video ``i`` is ``z[i, t]``; ``h(u, v) = exp(cos(u, v) / T)``. Each loss is averaged over the terms the paper sums
 # (videos, clips, clip pairs), so its scale does not move with the batch size or the number of clips.
 

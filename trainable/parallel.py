@@ -1,4 +1,4 @@
-"""Statistics and negatives across data-parallel workers: what lets B_l = 1 per GPU work (SPEC §1).
+"""Statistics and negatives across data-parallel workers: what lets B_l = 1 per GPU work (docs/method.md §1).
 
 With one labeled clip per worker, plain batch norm normalises that clip by its own statistics, and the
 contrastive loss sees only the worker's own few clips as negatives. The lineage the paper builds on

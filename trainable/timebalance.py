@@ -1,4 +1,4 @@
-"""TimeBalance (CVPR 2023; ../shared/papers/timebalance.md): the teachers' self-supervised objectives.
+"""TimeBalance (CVPR 2023; docs/method.md §2): the teachers' self-supervised objectives.
 
 A teacher is a 3D-ResNet and the paper's projection head (``models.TeacherProjection``). It learns from
 ``ConsecutiveClips`` batches: ``n`` consecutive clips of each video in two augmentations and one long clip over

@@ -1,4 +1,4 @@
-"""Torch datasets of clips: each model gets its own temporal sampling of the same video (SPEC §1.2).
+"""Torch datasets of clips: each model gets its own temporal sampling of the same video (docs/method.md §1.2).
 
 A training item holds, for every model ``m`` in ``clips`` and every augmentation ``a`` in ``augment``, the
 clip ``f"{m}_{a}"`` (e.g. ``primary_weak`` and ``primary_strong`` are two spatial augmentations of one

@@ -1,6 +1,6 @@
 """Temporal sampling: which frame indices make a clip of ``frames`` frames taken every ``stride`` frames.
 
-Each model samples at its own rate (SPEC §1.2: the primary at a lower frame rate than the auxiliary).
+Each model samples at its own rate (docs/method.md §1.2: the primary at a lower frame rate than the auxiliary).
 Videos shorter than a clip's span are looped, so every clip has exactly ``frames`` frames.
 """
 

@@ -1,4 +1,4 @@
-"""Labeled/unlabeled splits of a training list: k videos per class chosen with a seed (SPEC §1.3).
+"""Labeled/unlabeled splits of a training list: k videos per class chosen with a seed (docs/method.md §1.3).
 
 The unlabeled part keeps its true labels, but only to measure pseudo-label accuracy. A split's identity
 is a hash of the chosen file names, reported with every run so that two runs can be checked to have

@@ -1,4 +1,4 @@
-"""Spatial augmentations of clips (SPEC §1.2), one random draw per clip applied to all its frames.
+"""Spatial augmentations of clips (docs/method.md §1.2), one random draw per clip applied to all its frames.
 
 Split in two, so that the data loader's processes do only what is cheap on uint8 and the rest runs where
 it is cheap, on the training device:

@@ -1,7 +1,7 @@
 """What a method is: which models it trains, who pseudo-labels whom, and whether models are contrasted.
 
 Every method's step runs the same forward pass and composes its losses from the same pieces in
-``trainable.losses``; a method's structure (SPEC §1.4: the rows of the paper's Table 1) is declared in
+``trainable.losses``; a method's structure (docs/method.md §1.4: the rows of the paper's Table 1) is declared in
 ``trainable.catalog``.
 """
 

@@ -9,7 +9,7 @@ from torch import nn
 class ProjectionHead(nn.Module):
     """MLP mapping a backbone's pooled feature into the space where the contrastive loss compares models.
 
-    Three layers to 512-d by default, as in the closest public recipe (SPEC §1); the paper does not
+    Three layers to 512-d by default, as in the closest public recipe (docs/method.md §1); the paper does not
     publish its head. Batch norm is left out so that a batch of unlabeled clips of any size works.
     """
 
