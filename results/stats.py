@@ -33,6 +33,11 @@ BETTER = "better on shared seeds"
 ONE_SEED = "one seed"
 NOT_COMPLETED = "not completed"
 
+# What the seeds say of a claim "a ≥ b" (a step of an expected order), from the paired difference a − b
+HOLDS = "holds"
+REVERSED = "reversed"
+UNRESOLVED = "not resolved at this noise"
+
 METHOD = (
     f"95% CI: t interval of the mean over seeds. Δ best: the configuration minus the best on the seeds both ran, "
     f"its 95% t interval and the paired t-test's p; worse: p < {ALPHA:g} with the best ahead. Seeds needed: for a "
@@ -91,6 +96,15 @@ def paired_difference(a_by_seed: Mapping[Any, float], b_by_seed: Mapping[Any, fl
 
             p = float(stats.ttest_rel(a, b).pvalue)
     return Difference(diffs, mean, mean_std(diffs)[1], low, high, p)
+
+
+def claim_verdict(diff: Difference) -> str:
+    """Whether the seeds confirm "a is ahead of b" from ``a − b`` paired by seed: ``holds`` when the 95 % interval lies
+    above 0 (equivalently, the paired t-test's p < 0.05 with a ahead), ``reversed`` when it lies below, otherwise
+    ``not resolved at this noise``: a count of seeds on which a was ahead would call a coin's run of heads an order."""
+    if diff.n < 2 or math.isnan(diff.low):
+        return UNRESOLVED
+    return HOLDS if diff.low > 0 else REVERSED if diff.high < 0 else UNRESOLVED
 
 
 def seeds_needed(diffs: Sequence[float], alpha: float = ALPHA, power: float = POWER, cap: int = SEEDS_CAP) -> int | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -45,8 +46,43 @@ def test_seeds_as_a_list_and_json_keeps_base_and_runs(quick: list[str], tmp_path
     ]
     assert all(len(r["history"]) == 1 and "top1" in r["history"][0] for r in saved["runs"])
     assert "mean ± std over 2 seeds" in printed
-    (step,) = rows(printed, "| supervised ≤ fixmatch")
-    assert step.endswith("/2 seeds |")  # the paired gain is over both seeds
+    (step,) = rows(printed, "| supervised < fixmatch")
+    cells = [c.strip() for c in step.strip("|").split("|")]
+    assert len(cells[4].split(" / ")) == 2  # the paired gain is over both seeds, one gain per seed
+    assert cells[5] in {"holds", "reversed", "not resolved at this noise"}
+
+
+def test_json_scores_gains_and_noise_sources_follow_from_the_runs(quick: list[str], tmp_path: Path) -> None:
+    """``--json`` and ``--noise``: each run's score is the mean of its last epochs, each gain the paired difference
+    with the verdict its interval gives, and the noise sources are the spreads of the runs the design trained."""
+    from results import stats
+
+    result, history = tmp_path / "result.json", tmp_path / "history.json"
+    printed = bench(*quick, "--set", "epochs=2", "--score-epochs", "2", "--seeds", "3", "--noise",
+                    "--json", str(result), "--out", str(history))  # fmt: skip
+    saved, runs = json.loads(result.read_text()), json.loads(history.read_text())["runs"]
+    # 3 seeds on their own subsets, 2 more training seeds on seed 0's subset, 2 more subsets under seed 0's training
+    assert len(runs) == 2 * 7 and {(r["seed"], r["config"].get("split_seed", r["seed"])) for r in runs} == {
+        (0, 0), (1, 1), (2, 2), (1, 0), (2, 0), (0, 1), (0, 2)
+    }
+    full = {(r["variant"], r["seed"], r["config"].get("split_seed", r["seed"])): [h["top1"] for h in r["history"]] for r in runs}
+    scores = {(r["method"], r["seed"]): r["score"] for r in saved["runs"]}
+    assert len(scores) == 6 and all(scores[m, s] == pytest.approx(sum(full[m, s, s]) / 2) for m, s in scores)
+    (gain,) = saved["gains"]
+    assert (gain["better"], gain["worse"]) == ("fixmatch", "supervised")
+    by_seed = {int(s): g for s, g in gain["by_seed"].items()}
+    assert by_seed == pytest.approx({s: scores["fixmatch", s] - scores["supervised", s] for s in range(3)})
+    diff = stats.paired_difference(by_seed, {s: 0.0 for s in by_seed})
+    assert gain["verdict"] == stats.claim_verdict(diff)
+    noise = saved["noise"]["supervised"]
+    assert noise["runs"] == {"training": 3, "split": 3, "total": 3}
+    spread = lambda pairs: statistics.variance([sum(full["supervised", s, k]) / 2 for s, k in pairs])  # noqa: E731
+    assert noise["total"] == pytest.approx(spread([(0, 0), (1, 1), (2, 2)]))
+    training = spread([(0, 0), (1, 0), (2, 0)])
+    assert noise["training"] == pytest.approx(training - noise["evaluation"])
+    assert noise["split"] == pytest.approx(spread([(0, 0), (0, 1), (0, 2)]) - training)
+    assert noise["evaluation"] > 0 and "fixmatch − supervised" in saved["noise"]
+    assert rows(printed, "| training seed, labeled subset fixed") and rows(printed, "| evaluation sample")
 
 
 def test_a_second_run_reuses_every_finished_run(quick: list[str], tmp_path: Path) -> None:

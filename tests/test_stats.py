@@ -15,7 +15,8 @@ from scipy import stats
 from results.__main__ import main
 from results.report import seed_table
 from results.stats import (
-    BEST, BETTER, NOT_COMPLETED, NOT_RESOLVED, ONE_SEED, WORSE, mean_ci, paired_difference, seeds_needed, seeds_text, verdicts,
+    BEST, BETTER, HOLDS, NOT_COMPLETED, NOT_RESOLVED, ONE_SEED, REVERSED, UNRESOLVED, WORSE, claim_verdict, mean_ci,
+    paired_difference, seeds_needed, seeds_text, verdicts,
 )  # fmt: skip
 from results.store import Store
 from trainable.config import TrainConfig
@@ -59,6 +60,18 @@ def test_paired_difference_uses_shared_seeds_only() -> None:
 def test_the_interval_excludes_zero_exactly_when_the_test_rejects(diffs: list[float]) -> None:
     diff = paired_difference(dict(enumerate(diffs)), dict.fromkeys(range(len(diffs)), 0.0))
     assert (diff.low > 0 or diff.high < 0) == (diff.p < 0.05)
+
+
+def test_a_claim_holds_only_when_its_interval_is_above_zero() -> None:
+    """The benchmark's order verdicts: 4 of 5 seeds ahead is not enough when one seed's loss is large."""
+    def verdict(diffs: list[float]) -> str:
+        return claim_verdict(paired_difference(dict(enumerate(diffs)), dict.fromkeys(range(len(diffs)), 0.0)))
+
+    assert verdict([4.0, 5.5, 3.0, 6.0, 4.5]) == HOLDS
+    assert verdict([-4.0, -5.5, -3.0, -6.0, -4.5]) == REVERSED
+    assert verdict([4.0, 5.5, 3.0, 6.0, -20.0]) == UNRESOLVED  # ahead on 4 seeds of 5, mean −0.3
+    assert verdict([4.0, 5.5, 3.0, 6.0, -2.0]) == UNRESOLVED  # mean +3.3, interval [−0.7, 7.3]
+    assert verdict([5.0]) == UNRESOLVED  # one seed: no interval
 
 
 def test_seeds_needed_for_a_paired_t_test() -> None:
