@@ -329,7 +329,8 @@ def variance_sources(runs: list[dict[str, Any]], variants: list[str], first: int
     - ``training``: the spread over training seeds on the first seed's labeled subset, less the evaluation part;
     - ``split``: the spread over labeled subsets under the first seed's training, less the training spread (a new
       subset also reshuffles the training, so its spread holds both);
-    - ``total``: the spread of the default's runs, each seed on its own subset (what the ordering's intervals see).
+    - ``total``: the spread of the default's runs, each seed on its own subset (what the ordering's intervals see);
+    - ``unexplained``: the total less the three: how training and subset interact, and the estimates' own noise.
     """
     by = {(r["variant"], r["seed"], split_of(r)): r for r in runs}
     seeds = sorted({s for _, s, k in by if k == first} | {k for _, s, k in by if s == first})
@@ -344,7 +345,8 @@ def variance_sources(runs: list[dict[str, Any]], variants: list[str], first: int
         (train, n_train), (split, n_split), (total, n_total) = (group(cells[n]) for n in ("training", "split", "total"))
         evals = [e for s in seeds for e in (evaluation(s, first), evaluation(first, s), evaluation(s, s)) if e is not None]
         ev = statistics.mean(evals) if evals else math.nan
-        return {"evaluation": ev, "training": train - ev, "split": split - train, "total": total,
+        parts = {"evaluation": ev, "training": train - ev, "split": split - train}
+        return {**parts, "unexplained": total - sum(parts.values()), "total": total,
                 "runs": {"training": n_train, "split": n_split, "total": n_total}, "values": cells}  # fmt: skip
 
     def one(v: str) -> Callable[[int, int], float | None]:
@@ -368,6 +370,7 @@ NOISE_ROWS = {
     "evaluation": "evaluation sample (binomial, the test set's n videos)",
     "training": "training seed, labeled subset fixed",
     "split": "labeled subset, training seed fixed",
+    "unexplained": "not explained by the three (interaction, estimates' noise)",
     "total": "all of it: each seed on its own subset",
 }
 
@@ -385,16 +388,22 @@ def noise_table(noise: dict[str, dict[str, Any]], variants: list[str], first: in
             if math.isnan(var):
                 cells.append("—")
             elif var <= 0:
-                cells.append("≈0")
+                cells.append("≈0" if key != "unexplained" else f"−{math.sqrt(-var):.1f}²")
             else:
                 share = "" if key == "total" or not total > 0 else f" ({100 * var / total:.0f} %)"
                 cells.append(f"{math.sqrt(var):.1f}{share}")
         rows.append([label, *cells])
     counts = noise[columns[0]]["runs"]
+    from scipy import stats
+
+    n = counts["total"]
+    low, high = ((n - 1) / stats.chi2.ppf(q, n - 1) for q in (0.975, 0.025)) if n > 1 else (math.nan, math.nan)
     return "\n".join([
         f"where the score's spread comes from, sd in top-1 points (variance share of the total): {counts['training']} "
         f"training seeds on seed {first}'s labeled subset, {counts['split']} subsets under seed {first}'s training, "
         f"{counts['total']} seeds on their own subsets", *_markdown(rows),
+        f"a variance from {n} runs is itself uncertain: its 95 % interval spans {low:.2f}× to {high:.1f}× the estimate "
+        f"(χ², {n - 1} degrees of freedom), so shares within that factor of each other are not told apart",
     ])  # fmt: skip
 
 
