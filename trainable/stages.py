@@ -25,7 +25,7 @@ whose process is gone, and from one whose lock it saw unchanged for ``stale_s`` 
 on another node, a lost node): no clocks are compared between machines.
 
 On a folder, ``StageResult.path`` is the result's folder itself; on S3 it is a copy of the result's files in a
-temporary folder that lives as long as the ``StageStore`` (the trial), since the code that loads a result reads
+temporary folder that lives as long as the process (the trial's worker), since the code that loads a result reads
 local files.
 """
 
@@ -82,25 +82,30 @@ class _Objects:
     """The store's filesystem as the few operations sharing needs: read, write, list, remove, and create-if-absent."""
 
     def __init__(self, uri: str) -> None:
+        self._s3: Any = None  # the boto3 client, for S3's create-if-absent
         if "://" not in uri or uri.startswith("file://"):
-            self.fs: pafs.FileSystem = pafs.LocalFileSystem()
+            self._fs: pafs.FileSystem | None = pafs.LocalFileSystem()
             self.root = str(Path(uri.removeprefix("file://")).expanduser().resolve() / "stage_results")
-            self.uri = self.root
-            self._s3 = None
+            self.s3 = False
+        elif uri.startswith("s3://"):
+            self._fs, self._uri = None, uri  # opened on first use: pyarrow asks the server for the bucket's region
+            self.root = uri.removeprefix("s3://").partition("?")[0].rstrip("/") + "/stage_results"
+            self.s3 = True
         else:
+            raise StageStoreError(f"stage results need a store in a folder (local or NFS) or on S3, not {uri}")
+
+    @property
+    def fs(self) -> pafs.FileSystem:
+        if self._fs is None:
             try:
-                self.fs, root = pafs.FileSystem.from_uri(uri)
+                self._fs = pafs.FileSystem.from_uri(self._uri)[0]
             except (ValueError, OSError) as exc:
-                raise StageStoreError(f"{uri}: cannot open it ({exc})") from exc
-            if not isinstance(self.fs, pafs.S3FileSystem):
-                raise StageStoreError(f"stage results need a store in a folder (local or NFS) or on S3, not {uri}")
-            self.root = root.rstrip("/") + "/stage_results"
-            self.uri = "s3://" + self.root
-            self._s3 = _s3_client()
+                raise StageStoreError(f"{self._uri}: cannot open it ({exc})") from exc
+        return self._fs
 
     @property
     def local(self) -> bool:
-        return self._s3 is None
+        return not self.s3
 
     def read(self, path: str) -> bytes | None:
         try:
@@ -136,6 +141,8 @@ class _Objects:
         from botocore.exceptions import ClientError
 
         bucket, _, key = path.partition("/")
+        if self._s3 is None:
+            self._s3 = _s3_client()
         try:
             self._s3.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
             return True
@@ -199,7 +206,6 @@ class StageStore:
     def __init__(self, store_uri: str | os.PathLike[str], stale_s: float = 120.0, heartbeat_s: float = 5.0, poll_s: float = 1.0) -> None:
         self.objects = _Objects(str(store_uri))
         self.stale_s, self.heartbeat_s, self.poll_s = stale_s, heartbeat_s, poll_s
-        self._copies: tempfile.TemporaryDirectory | None = None  # S3 results downloaded by this process
         self._seen: dict[str, tuple[bytes, float]] = {}  # lock path -> its content and when this process first saw it
 
     def folder(self, stage: str, key: str) -> str:
@@ -235,11 +241,9 @@ class StageStore:
         location = stored if self.objects.local else "s3://" + stored
         if self.objects.local:
             return StageResult(stage, key, Path(stored), reused, info, location)
-        if self._copies is None:
-            self._copies = tempfile.TemporaryDirectory(prefix="stage-results-")
-        local = Path(self._copies.name) / stage / key
+        local = _copies() / hashlib.sha256(stored.encode()).hexdigest()[:16]
         if not local.exists():
-            partial = local.with_name(f".{key}.{uuid.uuid4().hex[:8]}")
+            partial = local.with_name(f".{local.name}.{uuid.uuid4().hex[:8]}")
             self.objects.get_folder(stored, partial)
             partial.mkdir(parents=True, exist_ok=True)  # a build that wrote no file
             os.rename(partial, local)
@@ -358,6 +362,17 @@ class StageStore:
         finally:
             stop.set()
             thread.join()
+
+
+_COPIES: list[tempfile.TemporaryDirectory] = []
+
+
+def _copies() -> Path:
+    """This process's folder of downloaded stage results, removed when the process exits: a Train worker is one
+    trial's, so each trial downloads the results it loads once, and leaves nothing behind on the node."""
+    if not _COPIES:
+        _COPIES.append(tempfile.TemporaryDirectory(prefix="stage-results-"))
+    return Path(_COPIES[0].name)
 
 
 def _who(held: dict[str, Any]) -> str:
