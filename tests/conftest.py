@@ -65,10 +65,11 @@ def tiny_config(root: Path, **overrides: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def ray_local() -> Iterator[str]:
+def ray_local(s3_server: str) -> Iterator[str]:
     """One local Ray instance for the whole session, as the service starts one; yields its dashboard URL.
 
-    ``ray.shutdown`` ends exactly the processes it started."""
+    Started after the session's S3 server, whose endpoint and keys its workers inherit, as a cluster's nodes get
+    them from the environment of ``ray start``. ``ray.shutdown`` ends exactly the processes it started."""
     import ray
 
     from search.runner import start_local_ray
@@ -86,10 +87,8 @@ S3_KEYS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DE
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real S3 server on loopback for the session (moto's server mode: pyarrow's S3 client ignores in-process
-    mocks), ended by its pid; yields its endpoint, which ``AWS_ENDPOINT_URL`` names while it runs.
-
-    A Ray instance started before this fixture has the environment of its start, without the endpoint: a test
-    that runs trials on S3 starts its own (a search driver as a child process)."""
+    mocks), ended by its pid; yields its endpoint, which ``AWS_ENDPOINT_URL`` names while it runs (and so every
+    process started meanwhile: the session's Ray, a test's search drivers and nodes)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

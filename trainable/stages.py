@@ -78,8 +78,9 @@ class StageResult:
     location: str = ""  # the result's files on the store, as the user names them (a folder or ``s3://…``)
 
 
-class _Objects:
-    """The store's filesystem as the few operations sharing needs: read, write, list, remove, and create-if-absent."""
+class StoreObjects:
+    """The store's filesystem as the few operations sharing needs: read, write, list, remove, and create-if-absent
+    (also what ``python -m search doctor`` checks a store for)."""
 
     def __init__(self, uri: str) -> None:
         self._s3: Any = None  # the boto3 client, for S3's create-if-absent
@@ -204,7 +205,7 @@ class StageStore:
     """``<store>/stage_results``: one folder per stage result, on a folder or an S3 store."""
 
     def __init__(self, store_uri: str | os.PathLike[str], stale_s: float = 120.0, heartbeat_s: float = 5.0, poll_s: float = 1.0) -> None:
-        self.objects = _Objects(str(store_uri))
+        self.objects = StoreObjects(str(store_uri))
         self.stale_s, self.heartbeat_s, self.poll_s = stale_s, heartbeat_s, poll_s
         self._seen: dict[str, tuple[bytes, float]] = {}  # lock path -> its content and when this process first saw it
 
