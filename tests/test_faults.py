@@ -108,18 +108,18 @@ def test_driver_killed_at_an_epoch_boundary_and_mid_epoch_resumes_from_the_ledge
 def test_driver_killed_mid_epoch_on_s3_resumes_every_row_once(s3_store: Store, tiny_dataset: Path, tmp_path: Path) -> None:
     """On an S3 store (the ledger, Tune's state, the Train checkpoints and the lease all there): SIGKILL of the
     driver's whole tree inside an epoch, then the same command resumes the search to the end, every row once."""
-    space = grid_space(tmp_path, tiny_dataset, [0.0, 0.5], max_concurrent=2)
+    space = grid_space(tmp_path, tiny_dataset, [0.5])
     store, name, log = s3_store, "crash-s3", tmp_path / "driver.log"
     driver = search_driver(space, name, store.uri, log)
-    wait_for(lambda: any(e["epoch"] >= 2 for e in epochs_of(store, name)), 300, "an epoch-2 row")
-    time.sleep(0.5)
+    wait_for(lambda: epochs_of(store, name), 300, "an epoch-1 row")
+    time.sleep(0.5)  # inside epoch 2
     kill_tree(driver)
     before = epochs_of(store, name)
     assert store.fs.get_file_info(f"{store.root}/leases/{name}.json").size  # the killed driver's lease is left
     driver = search_driver(space, name, store.uri, log)
     assert driver.wait(timeout=600) == 0, log.read_text()[-4000:]
-    trials, rows = check_tables(store, name, trials=2)
-    assert {e["trial_id"] for e in before} <= {t["trial_id"] for t in trials}
+    trials, rows = check_tables(store, name, trials=1)
+    assert {e["trial_id"] for e in before} == {t["trial_id"] for t in trials}  # the same trial went on
     assert all(e["checkpoint_path"].startswith(f"{store.uri}/train/{name}/") for e in rows if e["checkpoint_path"])
 
 
