@@ -32,6 +32,10 @@ def test_cluster_yaml_matches_rays_schema() -> None:
     assert head["resources"][DRIVER_RESOURCE] >= 1
     assert any("GPU" in t["resources"] for t in config["available_node_types"].values())
     assert DRIVER_RESOURCE in " ".join(config["head_start_ray_commands"])
+    # every node's `ray start` reads the store's endpoint and keys first, so that its workers inherit them
+    for commands in (config["head_start_ray_commands"], config["worker_start_ray_commands"]):
+        [start] = [c for c in commands if "ray start" in c]
+        assert start.index(". ~/.actnet-s3.env") < start.index("ray start")
 
 
 def files_under(folder: Path) -> set[str]:

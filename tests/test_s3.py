@@ -90,3 +90,15 @@ def test_the_results_commands_read_an_s3_store_with_nothing_downloaded(
     code, _, err = results(s3, capsys, "compact", "tb")
     assert code == 0, err
     assert len(s3.parts("epochs", "tb")) == 1 and rows(s3, "trials", "tb") == before
+
+
+def test_doctor_names_a_store_the_driver_cannot_use(s3_server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A bucket that does not exist is one FAIL line naming the store and what S3 said, exit 1, before Ray starts;
+    a store that cannot be opened at all is bad input (exit 2)."""
+    from search.__main__ import main as search
+
+    assert search(["doctor", "--store", "s3://no-such-bucket/results"]) == 1
+    [line] = capsys.readouterr().out.strip().splitlines()
+    assert line.startswith("FAIL store s3://no-such-bucket/results from the driver:") and "bucket" in line.lower(), line
+    assert search(["doctor", "--store", " "]) == 2
+    assert capsys.readouterr().err.startswith("error: --store: empty")

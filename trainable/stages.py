@@ -75,7 +75,7 @@ class StageResult:
     path: Path  # a local folder holding what the build wrote (on S3, this process's copy)
     reused: bool
     info: dict[str, Any]  # done.json: who built it, when, in how long, from what
-    location: str = ""  # the result's files on the store, as the user names them (a folder or ``s3://…``)
+    location: str  # the result's files on the store, as the user names them (a folder or ``s3://…``)
 
 
 class StoreObjects:
