@@ -7,6 +7,7 @@ trials start and end through the callback too, ``--concurrent`` at a time, repor
 trials do. Then times ``python -m results show`` and ``table`` on the result, in fresh processes.
 
     python bench/store.py --trials 500 --epochs 40
+    python bench/store.py --trials 50 --epochs 10 --store s3://bucket/bench   # the same against an S3 server
 
 Goal (issue 9): ratio of the last 1 % to the first 1 % of reports ≤ 1.5, p99 ≤ 20 ms, ``table`` ≤ 2 s.
 The last line is ``ratio R p99_ms P table_s T``, numbers only there.
@@ -83,10 +84,12 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=500)
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--concurrent", type=int, default=8, help="trials running at once (reports interleave)")
-    parser.add_argument("--store", help="default: a temporary folder, deleted afterwards")
+    parser.add_argument("--store", help="a folder, emptied first, or a URI such as s3://bucket/bench (an empty prefix; "
+                        "the server from AWS_ENDPOINT_URL); default: a temporary folder, deleted afterwards")
     args = parser.parse_args()
-    folder = Path(args.store or tempfile.mkdtemp(prefix="bench-store-"))
-    shutil.rmtree(folder, ignore_errors=True)
+    folder = args.store or tempfile.mkdtemp(prefix="bench-store-")
+    if "://" not in folder:
+        shutil.rmtree(folder, ignore_errors=True)
     store = Store(folder)
     try:
         started = time.perf_counter()
@@ -97,8 +100,8 @@ def main() -> None:
         first, last = sum(times[:edge]) / edge * 1000, sum(times[-edge:]) / edge * 1000
         p99 = sorted(times)[min(n - 1, math.ceil(0.99 * n) - 1)] * 1000
         files = {t: len(store.parts(t)) for t in ("searches", "trials", "epochs")}
-        show_s = timed("show", "bench", "--store", str(folder))
-        table_s = timed("table", "bench", "--metric", "top1", "--store", str(folder))
+        show_s = timed("show", "bench", "--store", store.uri)
+        table_s = timed("table", "bench", "--metric", "top1", "--store", store.uri)
         startup_s = timed("--help")
         print(f"{args.trials} trials x {args.epochs} epochs = {n} reports, {args.concurrent} trials at a time, {total:.1f} s in all")
         print(f"write per report: first 1 % {first:.2f} ms, last 1 % {last:.2f} ms, p99 {p99:.2f} ms, max {max(times) * 1000:.1f} ms")

@@ -32,6 +32,10 @@ class EpochWriter:
     seed: int | None
 
     def write(self, metrics: dict[str, Any], checkpoint_path: str | None) -> None:
+        """``checkpoint_path`` is Train's, a path of the store's filesystem: recorded as the user names it (on S3,
+        ``s3://bucket/…``, not ``bucket/…``)."""
+        if checkpoint_path and "://" not in checkpoint_path and checkpoint_path.startswith(self.store.root + "/"):
+            checkpoint_path = self.store.uri_of(checkpoint_path)
         self._epoch(self.trial_id, metrics, checkpoint_path=checkpoint_path, node_ip=metrics.get("node_ip"))
 
     def write_stage_epoch(self, stage: str, key: str, metrics: dict[str, Any]) -> None:

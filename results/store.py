@@ -19,13 +19,18 @@ A part that cannot be read (zero bytes, truncated, a garbled footer: a crash, a 
 is left out by every reader with one warning naming it, and the rest of the store reads as before;
 ``python -m results verify`` lists such parts and ``--quarantine`` moves them to ``<store>/quarantine/``.
 
-Writers use ``pyarrow.fs`` (a local folder, ``s3://…``); readers are DuckDB over the files themselves.
+Writers use ``pyarrow.fs`` (a local folder, ``s3://…``). Readers are DuckDB over a local store's files themselves;
+a remote store's parts are read by pyarrow (``Store.read_parts``) and handed to DuckDB, which would otherwise need
+its ``httpfs`` extension, downloaded on first use. An S3 store finds its server and keys the way AWS tools do:
+``AWS_ENDPOINT_URL`` (for MinIO, moto or any S3-compatible server), ``AWS_DEFAULT_REGION``, ``AWS_ACCESS_KEY_ID`` and
+``AWS_SECRET_ACCESS_KEY`` (or a profile, or an instance role) from the environment.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 import posixpath
 import time
 import uuid
@@ -126,6 +131,32 @@ class Store:
     def __repr__(self) -> str:
         return f"Store({self.uri!r})"
 
+    @property
+    def local(self) -> bool:
+        """Whether the store is a folder of this machine's (or an NFS mount), which DuckDB reads by itself."""
+        return isinstance(self.fs, pafs.LocalFileSystem)
+
+    def read_parts(self, paths: list[str]) -> pa.Table:
+        """The rows of these parts as one Arrow table, with the ``search_id`` of each part's partition folder, the
+        columns of all parts (NULL where a part lacks one, as DuckDB's ``union_by_name``).
+
+        The parts are fetched concurrently: on an object store each is a request, and a search has thousands. A
+        part deleted meanwhile (by a compaction, whose merged file holds its rows) raises ``FileNotFoundError``, for
+        the reader to list again (``results.tables.retrying``).
+        """
+
+        def one(path: str) -> pa.Table:
+            with self.fs.open_input_file(path) as f:
+                table = pq.read_table(f)
+            partition = posixpath.basename(posixpath.dirname(path))[len(PARTITION) + 1:]
+            if PARTITION in table.column_names:
+                table = table.drop_columns([PARTITION])
+            return table.append_column(PARTITION, pa.array([partition] * table.num_rows, pa.string()))
+
+        with ThreadPoolExecutor(max_workers=min(32, len(paths)) or 1) as pool:
+            tables = list(pool.map(one, paths))
+        return pa.concat_tables(tables, promote_options="permissive")
+
     def __reduce__(self) -> tuple:  # pickled as its URI: a Train worker on another node opens its own filesystem
         return (Store, (self.uri,))
 
@@ -171,7 +202,7 @@ class Store:
         return final
 
     def uri_of(self, path: str) -> str:
-        """The URI DuckDB opens for a path of this store's filesystem (``s3://bucket/key`` for ``bucket/key``)."""
+        """The URI a user names a path of this store's filesystem by (``s3://bucket/key`` for ``bucket/key``)."""
         return self.uri + path[len(self.root):] if "://" in self.uri else path
 
     def _listing(self, table: str, search_id: str | None) -> list[pafs.FileInfo]:

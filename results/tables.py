@@ -21,7 +21,8 @@ nothing needs rewriting when an epoch arrives:
   ``build_s``, ``waited_s``, ``path``, ``recorded_at``; empty in a store from before stages;
 - ``searches``: the latest row of each search, with ``num_trials`` counted from ``trials``.
 
-DuckDB reads only the files of the search asked for (its hive partition), and only the columns a query uses; a
+The views read only the files of the search asked for (its hive partition), and on a local store only the columns
+a query uses (an ``s3://`` store's parts are read whole by pyarrow: ``_latest``); a
 part that cannot be read is left out with a warning naming it (``Store.readable_parts``), so one bad file costs
 only its own rows, and readers and compaction agree on which files are parts (``Store.parts``).
 """
@@ -54,17 +55,17 @@ T = TypeVar("T")
 
 
 def _files(store: Store, table: str, search_id: str | None, files: list[str] | None) -> list[str]:
-    """The URIs of the parts to scan: the given ones, or the readable parts of the search (or of all).
+    """The store paths of the parts to scan: the given ones, or the readable parts of the search (or of all).
 
     Always a list, never a glob: DuckDB's ``*.parquet`` also matches the dot-files that are no parts, and the
     list is what a locked connection allows (``connect``).
     """
-    return [store.uri_of(p) for p in (store.readable_parts(table, search_id) if files is None else files)]
+    return store.readable_parts(table, search_id) if files is None else files
 
 
-def _source(uris: list[str]) -> str | None:
+def _source(paths: list[str]) -> str | None:
     """The SQL list of files for ``read_parquet``, or None for none."""
-    return "[" + ", ".join(_literal(u) for u in uris) + "]" if uris else None
+    return "[" + ", ".join(_literal(p) for p in paths) + "]" if paths else None
 
 
 def _literal(text: str) -> str:
@@ -75,24 +76,34 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _latest(con: duckdb.DuckDBPyConnection, view: str, table: str, source: str | None, materialize: bool) -> list[str]:
-    """Create ``view``: the latest row per key of ``table``; return its columns.
+def _latest(con: duckdb.DuckDBPyConnection, view: str, table: str, store: Store, paths: list[str], materialize: bool) -> list[str]:
+    """Create ``view``: the latest row per key of ``table`` (its parts ``paths``); return its columns.
 
     ``materialize`` reads the files once into a temporary table, for callers that scan a table several times
     (the trials view reads the epochs twice): a search's thousands of small parts are opened only once. The
     ``LATER`` columns are always there.
+
+    A local store's parts are DuckDB's to read (only the columns a query uses). Any other store's (``s3://…``) are
+    read by pyarrow, whose filesystems come with the install, and handed to DuckDB as one Arrow table: DuckDB would
+    read them through its ``httpfs`` extension, which it downloads on first use, and a cluster without internet
+    access could not read its own results.
     """
-    if source is None:
+    if not paths:
         keys = ", ".join(f"NULL::{'BIGINT' if k == 'epoch' else 'VARCHAR'} AS {k}" for k in KEYS[table])
         scan = f"SELECT {keys}, NULL::BIGINT AS {ORDER} WHERE false"
-    else:
+    elif store.local:
         scan = (
-            f"SELECT {PARTITION}, * EXCLUDE ({PARTITION}) FROM read_parquet({source}, hive_partitioning = true, "
+            f"SELECT {PARTITION}, * EXCLUDE ({PARTITION}) FROM read_parquet({_source(paths)}, hive_partitioning = true, "
             f"union_by_name = true, hive_types = {{'{PARTITION}': VARCHAR}})"
         )
         if materialize:
             con.execute(f"CREATE OR REPLACE TEMP TABLE {view}_rows AS {scan}")
             scan = f"SELECT * FROM {view}_rows"
+    else:
+        con.register(f"{view}_arrow", store.read_parts(paths))
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {view}_rows AS SELECT {PARTITION}, * EXCLUDE ({PARTITION}) FROM {view}_arrow")
+        con.unregister(f"{view}_arrow")
+        scan = f"SELECT * FROM {view}_rows"
     latest = f"{scan} QUALIFY row_number() OVER (PARTITION BY {', '.join(KEYS[table])} ORDER BY {ORDER} DESC) = 1"
     con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS {latest}")
     columns = [row[0] for row in con.execute(f"DESCRIBE {view}").fetchall()]
@@ -118,14 +129,13 @@ def connect(
     ``COPY … TO`` overwrite an allowed path: ``results.report.query`` refuses every statement but SELECT first.
     """
     con = duckdb.connect()
-    uris = {t: _files(store, t, search_id, None if files is None else files.get(t, [])) for t in TABLES}
-    sources = {t: _source(u) for t, u in uris.items()}
+    paths = {t: _files(store, t, search_id, None if files is None else files.get(t, [])) for t in TABLES}
     materialize = files is not None
-    search_columns = _latest(con, "_searches_latest", "searches", sources["searches"], materialize)
-    epoch_columns = _latest(con, "_epochs", "epochs", sources["epochs"], materialize)
-    event_columns = _latest(con, "_trial_events", "trials", sources["trials"], materialize)
-    _latest(con, "_stages", "stages", sources["stages"], materialize)
-    _latest(con, "_runs", "runs", sources["runs"], materialize)
+    search_columns = _latest(con, "_searches_latest", "searches", store, paths["searches"], materialize)
+    epoch_columns = _latest(con, "_epochs", "epochs", store, paths["epochs"], materialize)
+    event_columns = _latest(con, "_trial_events", "trials", store, paths["trials"], materialize)
+    _latest(con, "_stages", "stages", store, paths["stages"], materialize)
+    _latest(con, "_runs", "runs", store, paths["runs"], materialize)
 
     goals = dict(BEST)
     described = "metric" in search_columns
@@ -182,18 +192,19 @@ def connect(
     for table in TABLES:
         con.execute(f"CREATE OR REPLACE TEMP VIEW {table} AS SELECT * EXCLUDE ({ORDER}) FROM _{table}")
     if locked:
-        con.execute("SET allowed_paths = ?", [[u for table in TABLES for u in uris[table]]])
+        # a remote store's rows are in memory already: the connection may then open no file at all
+        con.execute("SET allowed_paths = ?", [[p for table in TABLES for p in paths[table]] if store.local else []])
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
     return con
 
 
 def retrying(fn: Callable[[], T], attempts: int = 5) -> T:
-    """Run a read; a part deleted by a compaction between DuckDB's listing and its read is read again."""
+    """Run a read; a part deleted by a compaction between the listing and its read is read again."""
     for attempt in range(attempts):
         try:
             return fn()
-        except duckdb.IOException:
+        except (duckdb.IOException, FileNotFoundError):
             if attempt == attempts - 1:
                 raise
             time.sleep(0.05 * (attempt + 1))

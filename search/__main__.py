@@ -3,6 +3,7 @@
     python -m search check spaces/demo.yaml
     python -m search run spaces/demo.yaml [--address auto] [--store DIR_OR_URI] [--name NAME [--revise]] [--set key=value ...]
     python -m search simulate spaces/demo.yaml --curves bench/curves [--repeats 20] [--concurrency 2] [--json FILE]
+    python -m search doctor --store s3://bucket/results [--address auto] [--space spaces/demo.yaml]
 """
 
 from __future__ import annotations
@@ -51,8 +52,15 @@ def main(argv: list[str] | None = None) -> int:
             sub.add_argument("--concurrency", type=_positive, default=2, help="trials computing at once (default 2)")
             sub.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
             sub.add_argument("--figure", metavar="PNG", help="the regret-versus-budget figure (default figures/simulate-<space>.png)")
+    doctor = commands.add_parser("doctor", help="check, before a long search, that every node can use the store and a trial fits",
+                                 description="check, before a long search, that every node can use the store and a trial fits")  # fmt: skip
+    doctor.add_argument("--store", default=DEFAULT_STORE, help=f"folder or URI (s3://…) of the Parquet tables (default {DEFAULT_STORE})")
+    doctor.add_argument("--address", help="Ray cluster to check ('auto', 'ray://host:10001'); default: a local instance")
+    doctor.add_argument("--space", help="a search space whose trial resources to fit (default: 1 worker x 1 CPU)")
     args = parser.parse_args(argv)
     logs.setup()
+    if args.command == "doctor":
+        return _doctor(args)
     try:
         resources = {
             key: getattr(args, key)
@@ -84,6 +92,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from search.doctor import main as doctor
+
+    try:
+        space = load(args.space) if args.space else None
+        store = open_store(args.store)
+    except (SpaceError, StoreError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return doctor(store.uri, args.address, space)
 
 
 def _seed_list(text: str) -> list[int]:

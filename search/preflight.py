@@ -2,7 +2,7 @@
 passes is a space ``run`` starts.
 
 ``search.space.load`` validates the file, the overrides and every value a parameter can take; this adds what
-depends on where the search runs: the store (its URI, and a folder a pipeline method can share stages in), the
+depends on where the search runs: the store (its URI, and one a pipeline method can share stages in), the
 search's name, on a local run the dataset's folder, and for a search the store has already, whether this run
 is the same search: a resume whose space file, overrides, seeds or resources differ from the search's is
 refused unless it is recorded as a new revision (``--revise``), so the provenance a report states is what the
@@ -102,8 +102,8 @@ def is_local(address: str | None) -> bool:
 
 
 def check_stage_store(space: Space, store_uri: str) -> None:
-    """A pipeline method shares its stage results through files under the store (``trainable.stages``): refuse a
-    store where that cannot work before any trial starts, not in every trial once it has started."""
+    """A pipeline method shares its stage results through the store's create-if-absent (``trainable.stages``: a
+    folder's or S3's): refuse a store without one before any trial starts, not in every trial once it has started."""
     methods = {space.base.get("method", TrainConfig.model_fields["method"].default)}
     methods |= {cell["method"] for cell in space.grid_cells() if "method" in cell}
     if "method" in space.spec.space:

@@ -1,8 +1,13 @@
-"""Shared fixtures: a tiny synthetic dataset and config, and one local Ray instance per test session."""
+"""Shared fixtures: a tiny synthetic dataset and config, one local Ray instance and one S3 server per test session."""
 
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -60,10 +65,11 @@ def tiny_config(root: Path, **overrides: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def ray_local() -> Iterator[str]:
+def ray_local(s3_server: str) -> Iterator[str]:
     """One local Ray instance for the whole session, as the service starts one; yields its dashboard URL.
 
-    ``ray.shutdown`` ends exactly the processes it started."""
+    Started after the session's S3 server, whose endpoint and keys its workers inherit, as a cluster's nodes get
+    them from the environment of ``ray start``. ``ray.shutdown`` ends exactly the processes it started."""
     import ray
 
     from search.runner import start_local_ray
@@ -71,3 +77,54 @@ def ray_local() -> Iterator[str]:
 
     yield start_local_ray(num_cpus=2, log_to_driver=False, resources={DRIVER_RESOURCE: 100})
     ray.shutdown()
+
+
+# The S3 server's address and keys, set in this process's environment (and so in every process a test starts) by the
+# ``s3_server`` fixture: the store, Ray's storage and boto3 all find the server the way AWS tools do.
+S3_KEYS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real S3 server on loopback for the session (moto's server mode: pyarrow's S3 client ignores in-process
+    mocks), ended by its pid; yields its endpoint, which ``AWS_ENDPOINT_URL`` names while it runs (and so every
+    process started meanwhile: the session's Ray, a test's search drivers and nodes)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = tmp_path_factory.mktemp("s3") / "moto.log"
+    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=open(log, "w"), stderr=subprocess.STDOUT)  # fmt: skip
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", **S3_KEYS}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, log.read_text()
+                time.sleep(0.2)
+        yield env["AWS_ENDPOINT_URL"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture()
+def s3_store(s3_server: str) -> Any:
+    """A store on a fresh bucket of the session's S3 server: ``results.store.Store("s3://<bucket>/store")``."""
+    import pyarrow.fs as pafs
+
+    from results.store import Store
+
+    bucket = f"test-{uuid.uuid4().hex[:12]}"
+    pafs.S3FileSystem(endpoint_override=s3_server, allow_bucket_creation=True).create_dir(bucket)
+    return Store(f"s3://{bucket}/store")

@@ -82,8 +82,12 @@ def kill_tree(process: subprocess.Popen | psutil.Process, sig: int = signal.SIGK
         process.wait(timeout=60)
 
 
-def start_node(log: Path, *, head: bool, address: str | None = None, cpus: int = 2, resources: dict | None = None) -> tuple[subprocess.Popen, dict]:
-    """``ray start --block`` as a child process (a head, or a node joining ``address``), every port free.
+def start_node(
+    log: Path, *, head: bool, address: str | None = None, cpus: int = 2, resources: dict | None = None,
+    temp_dir: Path | None = None, cwd: Path | None = None,
+) -> tuple[subprocess.Popen, dict]:
+    """``ray start --block`` as a child process (a head, or a node joining ``address``), every port free; with
+    its own ``temp_dir`` and working directory ``cwd`` (its workers' too), as a machine of its own would have.
 
     Returns the process and the node's addresses (``gcs`` and, for a head, ``dashboard``).
     """
@@ -103,7 +107,9 @@ def start_node(log: Path, *, head: bool, address: str | None = None, cpus: int =
         args += ["--address", str(address)]
     if resources:
         args += ["--resources", json.dumps(resources)]
-    process = subprocess.Popen(args, env=child_env(), stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    if temp_dir:
+        args += ["--temp-dir", str(temp_dir)]
+    process = subprocess.Popen(args, env=child_env(), cwd=cwd, stdout=open(log, "w"), stderr=subprocess.STDOUT)
     return process, {"gcs": f"127.0.0.1:{gcs}", "dashboard": f"http://127.0.0.1:{dashboard}"}
 
 
@@ -128,7 +134,7 @@ def start_head(log: Path, cpus: int = 2) -> tuple[subprocess.Popen, dict]:
     return process, address
 
 
-def search_driver(space: Path, name: str, store: Path, log: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
+def search_driver(space: Path, name: str, store: Path | str, log: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
     """``python -m search run`` as a child process, as a user starts it (its own local Ray unless told otherwise)."""
     return subprocess.Popen(
         [sys.executable, "-m", "search", "run", str(space), "--name", name, "--store", str(store), *extra],

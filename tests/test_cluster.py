@@ -1,15 +1,25 @@
-"""cluster.yaml is a valid Ray cluster-launcher config that gives trial drivers their resource."""
+"""cluster.yaml is a valid Ray cluster-launcher config that gives trial drivers their resource; two nodes that share
+no disk run a search on an S3 store."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import jsonschema
 import ray.autoscaler
 import yaml
 
+from results.store import Store
 from search.tune import DRIVER_RESOURCE
+
+from processes import child_env, kill_tree, search_driver, start_head, start_node, wait_for
+from test_faults import _alive_nodes, _second_node, _worker_on, check_tables, grid_space
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,3 +32,51 @@ def test_cluster_yaml_matches_rays_schema() -> None:
     assert head["resources"][DRIVER_RESOURCE] >= 1
     assert any("GPU" in t["resources"] for t in config["available_node_types"].values())
     assert DRIVER_RESOURCE in " ".join(config["head_start_ray_commands"])
+    # every node's `ray start` reads the store's endpoint and keys first, so that its workers inherit them
+    for commands in (config["head_start_ray_commands"], config["worker_start_ray_commands"]):
+        [start] = [c for c in commands if "ray start" in c]
+        assert start.index(". ~/.actnet-s3.env") < start.index("ray start")
+
+
+def files_under(folder: Path) -> set[str]:
+    """Every file below ``folder``, but for the virtual environment and Python's and pytest's caches."""
+    skip = {".venv", "__pycache__", ".pytest_cache", ".git"}
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and not skip & set(p.relative_to(folder).parts)}
+
+
+def test_two_nodes_that_share_no_disk_run_a_search_on_s3(s3_store: Store, tiny_dataset: Path, tmp_path: Path) -> None:
+    """A head and a second raylet with its own ``--temp-dir`` and working directory (a machine of its own, but for
+    the dataset, which every node mounts), the store on the S3 server: a search with a trial on each node
+    completes, `python -m search doctor` passes from both nodes first, and no trial wrote a file outside the store
+    and Ray's own temp dirs (the second node's working directory stays empty, the repository gains nothing)."""
+    node_tmp = Path(tempfile.mkdtemp(prefix="rn-"))  # short: Ray's socket paths live below it
+    node_cwd = tmp_path / "node-cwd"
+    node_cwd.mkdir()
+    repository = files_under(ROOT)
+    head, address = start_head(tmp_path / "head.log", cpus=1)
+    try:
+        node, _ = start_node(tmp_path / "node.log", head=False, address=address["gcs"], cpus=1, temp_dir=node_tmp, cwd=node_cwd)
+        try:
+            wait_for(lambda: _alive_nodes(address["dashboard"]) == 2, 120, "the second node to join", poll=1)
+            doctor = subprocess.run([sys.executable, "-m", "search", "doctor", "--store", s3_store.uri, "--address", address["gcs"]],
+                                    cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=300)  # fmt: skip
+            assert doctor.returncode == 0, doctor.stdout + doctor.stderr[-3000:]
+            assert doctor.stdout.count("ok   store from node") == 2 and "FAIL" not in doctor.stdout, doctor.stdout
+            space = grid_space(tmp_path, tiny_dataset, [0.0, 0.5], max_concurrent=2)
+            name, log = "two-nodes", tmp_path / "driver.log"
+            driver = search_driver(space, name, s3_store.uri, log, "--address", address["gcs"])
+            second = _second_node(address["dashboard"])
+            seen = wait_for(lambda: "worker" if _worker_on(address["dashboard"], second) else "ended" if driver.poll() is not None else None,
+                            300, "a Train worker on the second node", poll=0.5)  # fmt: skip
+            assert seen == "worker", log.read_text()[-4000:]
+            assert driver.wait(timeout=600) == 0, log.read_text()[-4000:]
+            check_tables(s3_store, name, trials=2)
+        finally:
+            if node.poll() is None:
+                kill_tree(node, signal.SIGTERM)
+    finally:
+        kill_tree(head, signal.SIGTERM)
+    assert not list(node_cwd.iterdir()), sorted(node_cwd.rglob("*"))
+    assert files_under(ROOT) - repository == set()
+    assert list(node_tmp.glob("session_*")), "the second node used its own temp dir"
+    shutil.rmtree(node_tmp, ignore_errors=True)

@@ -50,7 +50,7 @@ def check_tables(store: Store, search_id: str, trials: int) -> tuple[list[dict],
     for trial in trial_rows:
         mine = sorted(e["epoch"] for e in epoch_rows if e["trial_id"] == trial["trial_id"])
         assert mine == list(range(1, EPOCHS + 1)), (trial["trial_id"], mine)
-    raw = pq.read_table(Path(store.uri) / "epochs").to_pylist()
+    raw = pq.read_table(f"{store.root}/epochs", filesystem=store.fs).to_pylist()
     raw = [r for r in raw if r["search_id"] == search_id]
     assert sorted((r["trial_id"], r["epoch"]) for r in raw) == sorted((e["trial_id"], e["epoch"]) for e in epoch_rows)
     [search] = read(store, "searches", search_id).to_pylist()
@@ -105,6 +105,24 @@ def test_driver_killed_at_an_epoch_boundary_and_mid_epoch_resumes_from_the_ledge
     assert "1 to run in all" in log.read_text()
 
 
+def test_driver_killed_mid_epoch_on_s3_resumes_every_row_once(s3_store: Store, tiny_dataset: Path, tmp_path: Path) -> None:
+    """On an S3 store (the ledger, Tune's state, the Train checkpoints and the lease all there): SIGKILL of the
+    driver's whole tree inside an epoch, then the same command resumes the search to the end, every row once."""
+    space = grid_space(tmp_path, tiny_dataset, [0.5])
+    store, name, log = s3_store, "crash-s3", tmp_path / "driver.log"
+    driver = search_driver(space, name, store.uri, log)
+    wait_for(lambda: epochs_of(store, name), 300, "an epoch-1 row")
+    time.sleep(0.5)  # inside epoch 2
+    kill_tree(driver)
+    before = epochs_of(store, name)
+    assert store.fs.get_file_info(f"{store.root}/leases/{name}.json").size  # the killed driver's lease is left
+    driver = search_driver(space, name, store.uri, log)
+    assert driver.wait(timeout=600) == 0, log.read_text()[-4000:]
+    trials, rows = check_tables(store, name, trials=1)
+    assert {e["trial_id"] for e in before} == {t["trial_id"] for t in trials}  # the same trial went on
+    assert all(e["checkpoint_path"].startswith(f"{store.uri}/train/{name}/") for e in rows if e["checkpoint_path"])
+
+
 def _train_worker_pids() -> list[int]:
     from ray.util.state import list_actors
 
@@ -112,17 +130,20 @@ def _train_worker_pids() -> list[int]:
     return [a.pid for a in actors if a.pid]
 
 
-@pytest.mark.parametrize("max_failures", [1, 0])
-def test_killed_train_worker_resumes_from_its_checkpoint(ray_local: str, tiny_dataset: Path, tmp_path: Path, max_failures: int) -> None:
+@pytest.mark.parametrize(("max_failures", "where"), [(1, "folder"), (0, "folder"), (1, "s3")])
+def test_killed_train_worker_resumes_from_its_checkpoint(
+    ray_local: str, tiny_dataset: Path, tmp_path: Path, max_failures: int, where: str, request: pytest.FixtureRequest
+) -> None:
     """SIGKILL of the trial's Train worker inside epoch 2. With ``max_failures: 1`` Tune retries the trial and
-    Train resumes from epoch 1's checkpoint; with 0 the trial ends ``errored``, and running the search again
-    under its name resumes it from that checkpoint."""
+    Train resumes from epoch 1's checkpoint (on S3 as on a folder: the store's own ``train/``); with 0 the trial
+    ends ``errored``, and running the search again under its name resumes it from that checkpoint."""
     import psutil
 
     from search.runner import run
 
     space = load(grid_space(tmp_path, tiny_dataset, [0.5], max_failures=max_failures))
-    store, name = Store(tmp_path / "store"), f"worker-{max_failures}"
+    store = Store(tmp_path / "store") if where == "folder" else request.getfixturevalue("s3_store")
+    name = f"worker-{max_failures}"
     killed: dict[str, Any] = {}
 
     def kill_in_epoch_2() -> None:
@@ -148,7 +169,8 @@ def test_killed_train_worker_resumes_from_its_checkpoint(ray_local: str, tiny_da
     # (re-appended from the checkpoint the retry resumed from). Without the checkpoint every epoch would be.
     after = sorted(e["epoch"] for e in rows if e["reported_at"] > time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(killed["at"])))
     assert after in (list(range(2, EPOCHS + 1)), list(range(1, EPOCHS + 1))), after
-    assert [e["epoch"] for e in rows if e["epoch"] == 1 and e["checkpoint_path"]] == [1]
+    [checkpoint] = [e["checkpoint_path"] for e in rows if e["epoch"] == 1 and e["checkpoint_path"]]
+    assert checkpoint.startswith(f"{store.uri}/train/{name}/")  # on the store, S3 included
 
 
 def test_a_killed_node_s_trial_finishes_on_another(tiny_dataset: Path, tmp_path: Path) -> None:

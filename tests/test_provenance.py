@@ -11,7 +11,6 @@ import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -125,42 +124,6 @@ def test_a_lease_whose_holder_is_gone_is_taken_over(tmp_path: Path) -> None:
         with Lease(store, "s"):
             assert json.loads((folder / "s.json").read_text())["pid"] == os.getpid()
         assert not (folder / "s.json").exists()
-
-
-@pytest.fixture()
-def s3_store(tmp_path: Path) -> Iterator[Store]:
-    """A real S3 server on loopback (moto's server mode: pyarrow's S3 client ignores in-process mocks), one bucket;
-    the server is ended by its pid. The store finds it the way AWS tools do: ``AWS_ENDPOINT_URL`` and the keys."""
-    import pyarrow.fs as pafs
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=open(tmp_path / "moto.log", "w"), stderr=subprocess.STDOUT)  # fmt: skip
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-           "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.time() < deadline and server.poll() is None, (tmp_path / "moto.log").read_text()
-                time.sleep(0.2)
-        pafs.S3FileSystem(endpoint_override=env["AWS_ENDPOINT_URL"], allow_bucket_creation=True).create_dir("leases-test")
-        yield Store("s3://leases-test/store")
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def test_the_lease_holds_on_an_s3_store(s3_store: Store) -> None:

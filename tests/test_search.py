@@ -145,16 +145,17 @@ def test_check_lists_a_pipeline_methods_stages(tmp_path: Path) -> None:
     assert "stages:" not in describe(load(write_space(tmp_path / "a.yaml", name="a", base={"method": "actnetformer"})))
 
 
-def test_a_pipeline_method_needs_a_store_on_a_filesystem(tmp_path: Path) -> None:
-    """TimeBalance's teachers are shared through files with an exclusive-create lock: an s3 store is refused
-    before Ray starts, naming the file and the method."""
+def test_a_pipeline_method_needs_a_store_it_can_share_stages_in(tmp_path: Path) -> None:
+    """TimeBalance's teachers are shared through the store's create-if-absent (``trainable.stages``): a folder or
+    S3 has it; another pyarrow filesystem is refused before Ray starts, naming the file and the method."""
     from search.preflight import check_stage_store
 
     path = write_space(tmp_path / "m.yaml", name="m", cells=[{"method": "supervised"}, {"method": "timebalance"}])
-    with pytest.raises(StoreError, match=r"m\.yaml: method timebalance: stage results need a store on a shared filesystem"):
-        check_stage_store(load(path), "s3://bucket/store")
+    with pytest.raises(StoreError, match=r"m\.yaml: method timebalance: stage results need a store in a folder"):
+        check_stage_store(load(path), "mock:///store")
     check_stage_store(load(path), str(tmp_path / "store"))  # a folder is fine
-    check_stage_store(load(write_space(tmp_path / "s.yaml", name="s", base={"method": "supervised"})), "s3://bucket/store")
+    check_stage_store(load(path), "s3://bucket/store")  # and S3
+    check_stage_store(load(write_space(tmp_path / "s.yaml", name="s", base={"method": "supervised"})), "mock:///store")
 
 
 def first_suggestions(space_path: Path, n: int) -> list[dict]:

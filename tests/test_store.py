@@ -39,7 +39,11 @@ def epoch(store: Store, trial_id: str, n: int, top1: float, loss: float) -> None
 def store(tmp_path: Path) -> Store:
     """Search ``s`` (metric top1, max): trial a ran 3 epochs and epoch 2 was reported twice (a retry, 99 last);
     trial b ran 3 epochs and is still running; c (another seed of a's threshold) ended."""
-    store = Store(tmp_path / "store")
+    return demo_search(Store(tmp_path / "store"))
+
+
+def demo_search(store: Store) -> Store:
+    """Writes the ``store`` fixture's search ``s`` into ``store``."""
     store.append("searches", "s", [{"search_id": "s", "name": "demo", "metric": "top1", "mode": "max", "status": "running",
                                     "num_trials": 0, "started_at": "2026-01-01"}])  # fmt: skip
     for trial_id, threshold, seed in (("a", 0.5, 0), ("b", 0.9, 0), ("c", 0.5, 1)):
@@ -84,9 +88,10 @@ def timebalance_search(store: Store, search_id: str = "tb") -> None:
                     store.append("epochs", search_id, [{"trial_id": stage_trial_id(stage, key), "stage": stage, "seed": seed,
                                                         "epoch": n, "loss": 2.0 / n, "lr": 1e-3, "epoch_time_s": 1.0,
                                                         "top1": math.nan, "aux_top1": math.nan, **tested}])  # fmt: skip
-                Path(path).mkdir(parents=True)
-                (Path(path) / "teacher.pt").write_text("weights")
-                (Path(path).parent / "done.json").write_text(json.dumps({"owner": trial_id}))
+                store.fs.create_dir(path, recursive=True)
+                for name, text in (("result/teacher.pt", "weights"), ("done.json", json.dumps({"owner": trial_id}))):
+                    with store.fs.open_output_stream(f"{path.removesuffix('/result')}/{name}") as out:
+                        out.write(text.encode())
             waited = 0.0 if builds or seed == 0 else 3.0
             store.append("stages", search_id, [{"trial_id": trial_id, "seed": seed, "stage": stage, "stage_key": key,
                                                 "reused": not builds, "built_by": f"tb0.5-{seed}", "build_s": 10.0,

@@ -274,7 +274,7 @@ class Context:
             self.session.stage_sink.write_stage({
                 "stage": stage, "stage_key": result.key, "reused": not built_here, "built_by": result.info.get("owner"),
                 "build_s": result.info.get("seconds"), "waited_s": 0.0 if built_here else time.monotonic() - started,
-                "path": str(result.path),
+                "path": result.location,
             })  # fmt: skip
         return result
 
