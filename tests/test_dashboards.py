@@ -16,6 +16,7 @@ import optuna
 import pytest
 import yaml
 
+from results.importance import importances
 from results.page import write
 from results.plot import load as load_search
 from results.store import Store
@@ -28,6 +29,7 @@ from trainable.metrics import REPORTED
 from browser import render
 from conftest import tiny_config
 from processes import free_ports, get_json, kill_tree, wait_for
+from test_report import write_search
 
 DASHBOARD = str(Path(sys.executable).with_name("optuna-dashboard"))
 
@@ -174,3 +176,26 @@ def test_a_resumed_study_in_its_journal_is_not_told_twice(tmp_path: Path) -> Non
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(journal))
     states = [(t.params["threshold"], t.state.name) for t in optuna.load_study(study_name="j", storage=storage).trials]
     assert states == [(a0["threshold"], "COMPLETE"), (b0["threshold"], "FAIL"), (b0["threshold"], "RUNNING")]
+
+
+def test_importances_rank_first_the_parameter_the_metric_follows(tmp_path: Path) -> None:
+    """Ten configurations whose top1 is 100 × threshold and whose lr is shuffled: PED-ANOVA puts threshold first; the
+    configuration ASHA stopped is left out; a grid gets no importances section."""
+    store = Store(tmp_path / "store")
+    space = {"name": "imp", "space": {"threshold": {"uniform": [0.5, 0.95]}, "lr": {"loguniform": [0.01, 0.1]}}, "search": {"type": "optuna"}}
+    trials, epochs = [], []
+    for i in range(11):
+        threshold, lr, status = 0.5 + 0.045 * min(i, 10), 0.01 * 10 ** (((i * 7) % 10) / 10), "stopped" if i == 10 else "completed"
+        trials.append({"trial_id": f"o{i}", "threshold": threshold, "lr": lr, "seed": 0, "status": status, "wall_s": 60.0,
+                       "started_at": f"2026-11-29T00:{i:02d}:00+00:00"})  # fmt: skip
+        epochs.append({"trial_id": f"o{i}", "seed": 0, "epoch": 1, "top1": 100 * threshold + (50 if i == 10 else 0)})
+    write_search(store, "imp", space, {"workers": 1, "cpus_per_worker": 1.0, "gpus_per_worker": 0.0}, trials, epochs)
+    data = load_search(store, "imp")
+    found = importances(data, data.cells("top1"), "max")
+    assert found is not None and found.configurations == 10
+    assert list(found.shares) == ["threshold", "lr"] and sum(found.shares.values()) == pytest.approx(1.0)
+    page = write(data, tmp_path / "imp.html").read_text()
+    assert '<table class="importances">' in page and "over the 10 configurations" in page
+    grid = {"name": "g", "space": {"threshold": {"grid": [0.5, 0.8]}}, "search": {"type": "grid"}}
+    write_search(store, "g", grid, {"workers": 1, "cpus_per_worker": 1.0, "gpus_per_worker": 0.0}, trials[:2], epochs[:2])
+    assert "Parameter importances" not in write(load_search(store, "g"), tmp_path / "g.html").read_text()
