@@ -92,7 +92,7 @@ section "(d) loader: bench/loader.py against the GPU's need"
 timeout 180 "$PY" bench/loader.py "${LOADER_ARGS[@]}" | tee "$OUT/loader.txt"
 status "${PIPESTATUS[0]}"
 # The GPU's need from (c)'s step time (the step alone, no loader); (b)'s rate, for comparison, is what the
-# loader actually delivered. items/s is loader.py's column 5 from the right of each video's row, its decoder 9.
+# loader actually delivered. items/s is loader.py's column 5 from the right of each video's row, its decoder 8.
 step_ms=$(awk '$1 == "ratio" {print $4}' "$OUT/step.txt")
 epoch_rate=$(awk '$1 == "epoch_steps_per_s" {rate = $2} END {print rate}' "$OUT/epoch.txt")
 awk -v step_ms="${step_ms:-0}" -v epoch_rate="${epoch_rate:-0}" -v workers="$LOADER_WORKERS" -v items="$((BATCH * (1 + MU)))" '
@@ -100,6 +100,6 @@ awk -v step_ms="${step_ms:-0}" -v epoch_rate="${epoch_rate:-0}" -v workers="$LOA
             printf "GPU need: %.1f items/s (%d items per %.0f ms step, from (c)); (b) delivered %.1f items/s\n",
                    need, items, step_ms, epoch_rate * items }
     $NF ~ /^[0-9.]+x$/ { per_core = $(NF - 5); supply = per_core * workers
-        printf "%-14s %-10s loader %.2f items/s x %d workers = %.1f items/s: %s; %d workers keep up\n", $1, $(NF - 9), per_core, workers,
+        printf "%-14s %-10s loader %.2f items/s x %d workers = %.1f items/s: %s; %d workers keep up\n", $1, $(NF - 8), per_core, workers,
                supply, (supply >= need ? "keeps up" : "the GPU waits"), (per_core > 0 ? int(need / per_core) + 1 : 0) }
 ' "$OUT/loader.txt"
