@@ -76,7 +76,8 @@ class EpochOptunaSearch(OptunaSearch):
     def _apply_history(self) -> None:
         told = [t.params for t in self._ot_study.get_trials(deepcopy=False) if t.state.is_finished()]
         stale = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
-        for left in self._ot_study.get_trials(deepcopy=False, states=stale):  # the study's storage: Optuna's own API
+        # A study cannot fail a trial it did not hand out in this process; its storage (Optuna's own API) can.
+        for left in self._ot_study.get_trials(deepcopy=False, states=stale):
             self._ot_study._storage.set_trial_state_values(left._trial_id, optuna.trial.TrialState.FAIL)
         for members in self._history.values():
             params = {name: members[0][name] for name in self._space}
