@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 # Debian 12's FFmpeg 5.1: libavdevice and libavfilter bring the rest of what torchcodec links against.
-PACKAGES = ("libavdevice59", "libavfilter8")
+DEBIAN_FFMPEG = ("libavdevice59", "libavfilter8")
 
 
 def torchcodec_ready() -> None:
@@ -24,7 +24,7 @@ def torchcodec_ready() -> None:
         if os.geteuid() != 0 or not shutil.which("apt-get"):
             pytest.skip("FFmpeg's libraries are not installed and cannot be: Debian's packages need root and apt-get")
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES]):
+        for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "--no-install-recommends", *DEBIAN_FFMPEG]):
             done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, check=False)
             if done.returncode != 0:
                 pytest.skip(f"FFmpeg's libraries are not installed and `{' '.join(command)}` failed: {done.stderr.strip()[-300:]}")
