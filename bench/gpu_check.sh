@@ -5,7 +5,9 @@
 #       run_local has no device) on the synthetic dataset rendered at 224 pixels: steps/s, clips/s, peak GPU
 #       memory; two epochs, the second without the first's warm-up;
 #   (c) bench/step.py at the same scale: the step against bare forward + backward passes;
-#   (d) bench/loader.py (its defaults), and its items/s x loader workers against what the GPU consumes.
+#   (d) bench/loader.py (its defaults, with --cuda-decode), PyAV's and torchcodec's rates side by side, torchcodec's
+#       decoding on the GPU (NVDEC) where its FFmpeg has it, and each decoder's items/s x loader workers against
+#       what the GPU consumes. torchcodec needs the .[torchcodec] extra and the system's FFmpeg libraries (README).
 # Installs nothing: it runs the project's .venv (or python3, saying so). Every part runs under `timeout`.
 #
 #   bash bench/gpu_check.sh                   # on the GPU machine
@@ -20,7 +22,7 @@ export SCALE=full DEVICE=cuda PRECISION=bf16 FRAMES=8 SIZE=224 BATCH=1 MU=5
 export EPOCH_STEPS=200    # steps of each of (b)'s two epochs
 export LOADER_WORKERS=12  # of the 16 cores; the training process keeps the rest
 STEP_STEPS=20             # timed steps of (c), after 3 untimed
-LOADER_ARGS=()            # bench/loader.py's defaults
+LOADER_ARGS=(--cuda-decode)  # bench/loader.py's defaults, and torchcodec on the GPU
 if [[ "${GPU_CHECK_DRY:-0}" == 1 ]]; then  # scale tiny also sets 32-pixel, 8-frame, fp32 clips and 0 workers
     export SCALE=tiny DEVICE=cpu PRECISION=fp32 SIZE=32 EPOCH_STEPS=2 LOADER_WORKERS=0
     STEP_STEPS=2 LOADER_ARGS=(--items 2)
@@ -87,17 +89,17 @@ timeout 100 "$PY" bench/step.py --scale "$SCALE" --device "$DEVICE" "${BF16[@]}"
 status "${PIPESTATUS[0]}"
 
 section "(d) loader: bench/loader.py against the GPU's need"
-timeout 120 "$PY" bench/loader.py "${LOADER_ARGS[@]}" | tee "$OUT/loader.txt"
+timeout 180 "$PY" bench/loader.py "${LOADER_ARGS[@]}" | tee "$OUT/loader.txt"
 status "${PIPESTATUS[0]}"
 # The GPU's need from (c)'s step time (the step alone, no loader); (b)'s rate, for comparison, is what the
-# loader actually delivered. items/s is loader.py's column 4 from the right of each video's row.
+# loader actually delivered. items/s is loader.py's column 5 from the right of each video's row, its decoder 8.
 step_ms=$(awk '$1 == "ratio" {print $4}' "$OUT/step.txt")
 epoch_rate=$(awk '$1 == "epoch_steps_per_s" {rate = $2} END {print rate}' "$OUT/epoch.txt")
 awk -v step_ms="${step_ms:-0}" -v epoch_rate="${epoch_rate:-0}" -v workers="$LOADER_WORKERS" -v items="$((BATCH * (1 + MU)))" '
     BEGIN { need = step_ms > 0 ? 1000 / step_ms * items : 0
             printf "GPU need: %.1f items/s (%d items per %.0f ms step, from (c)); (b) delivered %.1f items/s\n",
                    need, items, step_ms, epoch_rate * items }
-    $NF ~ /^[0-9.]+x$/ { per_core = $(NF - 4); supply = per_core * workers
-        printf "%-14s loader %.2f items/s x %d workers = %.1f items/s: %s; %d workers keep up\n", $1, per_core, workers,
+    $NF ~ /^[0-9.]+x$/ { per_core = $(NF - 5); supply = per_core * workers
+        printf "%-14s %-10s loader %.2f items/s x %d workers = %.1f items/s: %s; %d workers keep up\n", $1, $(NF - 8), per_core, workers,
                supply, (supply >= need ? "keeps up" : "the GPU waits"), (per_core > 0 ? int(need / per_core) + 1 : 0) }
 ' "$OUT/loader.txt"

@@ -12,12 +12,18 @@ on one thread, an unlabeled training item as the loop builds it (primary 8 frame
 - ``full decode``: the path before (decode every frame of the video, then the whole augmentation on the CPU
   with torchvision v2: resize, crop, flip, RandAugment, normalisation, cutout), for comparison.
 
+The first two for each decoder (``trainable.data.video.DECODERS``): PyAV, the default, and torchcodec
+(``VideoDecoder.get_frames_at``; the ``.[torchcodec]`` extra and the system's FFmpeg libraries), timed in the same
+turns on the same videos, with torchcodec's rates as a ratio of PyAV's. Without torchcodec it says why and times PyAV.
+``--cuda-decode`` adds torchcodec decoding on the GPU (``device="cuda"``, FFmpeg's NVDEC), the decode limit only: a
+loader worker cannot hold CUDA, so this is what a decoder in the training process could reach.
+
 The rest of the augmentation (``transforms.DeviceFinish``: RandAugment and cutout of the strong views,
 normalisation of all four) now runs in the training process on the batch once it is on the GPU; its cost
 per item is printed too, measured here on this CPU with one thread, so that the work is seen to have moved,
 not vanished. Then how many loader processes keep up with a GPU at an assumed step rate (``--gpu-steps-per-s``).
 
-    python bench/loader.py [--items 40] [--gpu-steps-per-s 3]
+    python bench/loader.py [--items 40] [--gpu-steps-per-s 3] [--cuda-decode]
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 from trainable.data import sampling, transforms  # noqa: E402
 from trainable.data.datasets import ClipSpec, TrainClips  # noqa: E402
 from trainable.data.index import VideoRecord  # noqa: E402
-from trainable.data.video import VideoReader, count_frames, decode, decode_frames  # noqa: E402
+from trainable.data.video import DECODERS, VideoReader, count_frames, decode, missing_torchcodec  # noqa: E402
 
 CLIPS = {"primary": ClipSpec(8, 8), "aux": ClipSpec(8, 4)}
 OPTIONS = transforms.SpatialOptions(input_size=224, scale_min=256, scale_max=320)
@@ -105,23 +111,34 @@ def old_views(opts: transforms.SpatialOptions) -> dict[str, Callable[[torch.Tens
     return {"weak": compose(weak + [transforms.normalise]), "strong": compose(strong)}
 
 
-def measure(path: str, items: int) -> dict[str, float]:
+def measure(path: str, items: int, decoders: list[str], cuda: bool = False) -> dict[str, float]:
+    """Each path's rate on ``path``, timed in turns: the loader's item and the decode limit per decoder, the full
+    decode, the device part in ms, and with ``cuda`` torchcodec's decode limit on the GPU."""
     crop = transforms.geometric(OPTIONS)
-    dataset = TrainClips([VideoRecord(path=path, label=0, name="v")], VideoReader(cache=False), CLIPS, {"weak": crop, "strong": crop})
+    datasets = {
+        name: TrainClips([VideoRecord(path=path, label=0, name="v")], VideoReader(decoder=name), CLIPS, {"weak": crop, "strong": crop})
+        for name in decoders
+    }
     views: dict[str, transforms.View] = {f"{m}_{a}": "weak" if a == "weak" else "strong" for m in CLIPS for a in ("weak", "strong")}
     finish = transforms.DeviceFinish(OPTIONS, views)
     old = old_views(OPTIONS)
     count = count_frames(path)
     longest = max(sampling.span(s.frames, s.stride) for s in CLIPS.values())
 
-    def ours(i: int) -> object:
-        torch.manual_seed(i)
-        return dataset[0]
+    def ours(name: str) -> Callable[[int], object]:
+        def item(i: int) -> object:
+            torch.manual_seed(i)
+            return datasets[name][0]
 
-    def limit(i: int) -> object:  # the frames one item needs (both clips, random placements), decoded, no augmentation
-        rng = np.random.default_rng(i)
-        picks = [sampling.random_clip(count, s.frames, s.stride, rng) for s in CLIPS.values()]
-        return decode_frames(path, np.unique(np.concatenate(picks)))
+        return item
+
+    def limit(name: str) -> Callable[[int], object]:
+        def frames(i: int) -> object:  # the frames one item needs (both clips, random placements), decoded, no augmentation
+            rng = np.random.default_rng(i)
+            picks = [sampling.random_clip(count, s.frames, s.stride, rng) for s in CLIPS.values()]
+            return DECODERS[name].decode_frames(path, np.unique(np.concatenate(picks)))
+
+        return frames
 
     def full(i: int) -> object:  # the landed code before: every frame decoded, then the same clips and views
         torch.manual_seed(i)
@@ -132,14 +149,31 @@ def measure(path: str, items: int) -> dict[str, float]:
             for m, s in CLIPS.items() for a, t in old.items()
         }  # fmt: skip
 
-    batches = [default_collate([ours(i)]) for i in range(4)]  # the device part's input: a batch of one item
+    batches = [default_collate([ours("pyav")(i)]) for i in range(4)]  # the device part's input: a batch of one item
 
     def device(i: int) -> object:
         torch.manual_seed(i)
         return finish(batches[i % len(batches)])
 
-    r = rates({"ours": (ours, 1), "limit": (limit, 1), "full": (full, 4), "device": (device, 1)}, items)
-    return {"span": longest, "ours": r["ours"], "limit": r["limit"], "full": r["full"], "device_ms": 1000 / r["device"]}
+    paths = {f"{kind} {name}": (fn(name), 1) for name in decoders for kind, fn in (("ours", ours), ("limit", limit))}
+    if cuda:
+        from torchcodec.decoders import VideoDecoder
+
+        def limit_cuda(i: int) -> object:
+            rng = np.random.default_rng(i)
+            picks = [sampling.random_clip(count, s.frames, s.stride, rng) for s in CLIPS.values()]
+            frames = on_gpu.get_frames_at(indices=np.unique(np.concatenate(picks)).tolist()).data
+            torch.cuda.synchronize()
+            return frames
+
+        try:  # one decoder per video: NVDEC's set-up is not paid per item
+            on_gpu = VideoDecoder(path, device="cuda", seek_mode="approximate")
+            limit_cuda(0)
+            paths["limit torchcodec-cuda"] = (limit_cuda, 1)
+        except (RuntimeError, ValueError) as exc:  # no GPU, or an FFmpeg without NVDEC
+            print(f"  torchcodec on the GPU not timed: {str(exc).splitlines()[0][:200]}")
+    r = rates({**paths, "full": (full, 4), "device": (device, 1)}, items)
+    return {"span": longest, **{k: v for k, v in r.items() if " " in k}, "full": r["full"], "device_ms": 1000 / r["device"]}
 
 
 def main() -> None:
@@ -148,22 +182,33 @@ def main() -> None:
     parser.add_argument("--gpu-steps-per-s", type=float, default=3.0,
                         help="assumed GPU step rate (not measured here; bench/gpu_check.sh measures it on a GPU)")  # fmt: skip
     parser.add_argument("--items-per-step", type=int, default=6, help="B_l + B_u per GPU (paper: 1 + 5)")
+    parser.add_argument("--cuda-decode", action="store_true", help="also time torchcodec's decoding on the GPU (NVDEC)")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    why = missing_torchcodec()
+    decoders = ["pyav"] + ([] if why else ["torchcodec"])
     with tempfile.TemporaryDirectory() as folder:
         print(f"one core, paper settings (primary 8x8, aux 8x4, weak+strong, 224 crops of a 256-320 short side), {args.items} items")
-        print(f"{'video':28s} {'frames':>6s} {'span':>5s} {'items/s':>8s} {'decode limit':>12s} {'of limit':>8s} {'full decode':>11s} {'vs full':>7s}")
+        if why:
+            print(f"torchcodec not timed: {why}")
+        print(f"{'video':28s} {'decoder':10s} {'frames':>6s} {'span':>5s} {'items/s':>8s} {'decode limit':>12s} {'of limit':>8s} "
+              f"{'full decode':>11s} {'vs full':>7s} {'vs pyav':>7s}")  # fmt: skip
         for name, (width, height, fps, frames, codec, file) in VIDEOS.items():
             path = str(Path(folder) / file)
             encode(Path(path), width, height, fps, frames, codec)
-            r = measure(path, args.items)
-            print(f"{name:28s} {frames:6d} {r['span']:5d} {r['ours']:8.2f} {r['limit']:12.2f} {r['ours'] / r['limit']:8.2f} "
-                  f"{r['full']:11.2f} {r['ours'] / r['full']:6.1f}x")  # fmt: skip
+            r = measure(path, args.items, decoders, cuda=args.cuda_decode and not why)
+            for lib in decoders:
+                ours, limit = r[f"ours {lib}"], r[f"limit {lib}"]
+                print(f"{name:28s} {lib:10s} {frames:6d} {r['span']:5d} {ours:8.2f} {limit:12.2f} {ours / limit:8.2f} "
+                      f"{r['full']:11.2f} {ours / r['full']:6.1f}x {ours / r['ours pyav']:6.2f}x")  # fmt: skip
+            if "limit torchcodec-cuda" in r:
+                gpu = r["limit torchcodec-cuda"]
+                print(f"  torchcodec on the GPU (NVDEC): decode limit {gpu:.2f} items/s, {gpu / r['limit pyav']:.2f}x PyAV's on one core")
             print(f"  device part, on this CPU (one thread): {r['device_ms']:.1f} ms per item "
                   "(2 strong views' RandAugment + cutout, 4 normalisations; in training it runs on the GPU)")  # fmt: skip
             need = args.gpu_steps_per_s * args.items_per_step
             print(f"  a GPU at {args.gpu_steps_per_s:g} steps/s x {args.items_per_step} items needs {need:g} items/s: "
-                  f"{int(np.ceil(need / r['ours']))} loader processes (one core each)")  # fmt: skip
+                  f"{int(np.ceil(need / r['ours pyav']))} loader processes (one core each, PyAV)")  # fmt: skip
 
 
 if __name__ == "__main__":

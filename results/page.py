@@ -4,8 +4,8 @@ Everything is inside the file (styles, the figures as PNG data URIs): it opens f
 archive without the store or a network. It says where the numbers come from (space file, overrides, commit,
 versions), the mean ± std table with each mean's 95 % interval and the verdict against the best configuration
 (``results.stats.verdicts``), paired-by-seed differences to a baseline configuration, what each configuration
-cost, the figures of ``results.plot``, and every trial (with the stage results it built or reused, for a pipeline
-method).
+cost, a sampled search's parameter importances (``results.importance``), the figures of ``results.plot``,
+and every trial (with the stage results it built or reused, for a pipeline method).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import yaml
 
+from results.importance import EVALUATOR, importances
 from results.plot import Cell, SearchData, paper_values, plot, same_value, value_text
 from results.report import direction
 from results.stats import best_index, interval_text, mean_ci, p_text, paired_difference, verdict_cells, verdicts
@@ -104,6 +105,7 @@ def render(data: SearchData, metric: str | None = None, baseline: str | None = N
     parts += _provenance(data)
     parts += _results(data, cells, metric, mode)
     parts += _baseline(data, cells, base, metric, mode)
+    parts += _importances(data, cells, metric, mode)
     parts.append('<h2 id="figures">Figures</h2>')
     for figure, encoded in figures:
         parts.append(
@@ -219,6 +221,29 @@ def _baseline(data: SearchData, cells: Sequence[Cell], base: Cell | None, metric
             "<tr>" + "".join(f"<td>{_e(value_text(v))}</td>" for v in cell.key)
             + "".join(f'<td class="n">{_e(v)}</td>' for v in numbers) + f"<td>{_e(per_seed)}</td></tr>"
         )  # fmt: skip
+    out.append("</table>")
+    return out
+
+
+def _importances(data: SearchData, cells: Sequence[Cell], metric: str, mode: str) -> list[str]:
+    """A sampled search's parameter importances (``results.importance``); nothing for a grid."""
+    if not data.sampled:
+        return []
+    out = ['<h2 id="importances">Parameter importances</h2>']
+    found = importances(data, cells, mode)
+    if found is None:
+        done = [c.mean for c in cells if c.scored and not c.unfinished]
+        why = "they all scored the same" if len(done) > 1 else "at least two are needed"
+        out.append(f'<p class="muted">No importances: {len(done)} configuration(s) whose every seed completed, and {why}.</p>')
+        return out
+    out.append(
+        f'<p class="muted">Optuna\'s {EVALUATOR} evaluator for the final {_e(metric)} ({_e(mode)}): how differently each '
+        "sampled parameter is spread among the best configurations than among all, as shares summing to 1, over the "
+        f"{found.configurations} configurations whose every seed completed (their mean over seeds); those stopped early "
+        "are left out, as Optuna leaves out pruned trials. Few configurations make it a rough guide.</p>"
+    )
+    out.append('<table class="importances"><tr><th>parameter</th><th>importance</th></tr>')
+    out += [f'<tr><td>{_e(name)}</td><td class="n">{share:.3f}</td></tr>' for name, share in found.shares.items()]
     out.append("</table>")
     return out
 

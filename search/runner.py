@@ -27,7 +27,7 @@ from trainable.data.synthetic import ensure_synthetic
 
 log = logging.getLogger(__name__)
 
-PACKAGES = ("ray", "torch", "torchvision", "pytorchvideo", "timm", "optuna", "pyarrow", "av")
+PACKAGES = ("ray", "torch", "torchvision", "pytorchvideo", "timm", "optuna", "pyarrow", "av", "torchcodec")
 
 
 class ClusterError(RuntimeError):

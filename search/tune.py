@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from typing import Any
 
 import optuna
+import pyarrow.fs as pafs
 import ray
 from ray import tune
 from ray.tune.schedulers import TrialScheduler
@@ -22,6 +24,7 @@ from results.store import Store
 from search.resume import ENDED, Earlier, Pins, Plan, group_key
 from search.schedulers import GroupedASHA, ResumableASHA
 from search.space import Param, Space
+from search.tensorboard import EpochTensorBoard, TrialFolder, searched_keys
 from search.trial import run_trial
 
 log = logging.getLogger(__name__)
@@ -41,7 +44,10 @@ class EpochOptunaSearch(OptunaSearch):
     the mean over seeds, pruned if any seed was stopped.
 
     A resumed search (``resume``) tells the study every group the ledger holds complete, and proposes each
-    incomplete group again, first, for the seeds it still lacks.
+    incomplete group again, first, for the seeds it still lacks. With a journal (``journal_storage``) the study
+    already holds what earlier runs told it: a group found there finished is not added again, and a trial an
+    earlier driver left running or waiting (it died before the group ended) is marked failed, since the ledger's
+    view of that group is told or proposed anew.
     """
 
     def __init__(self, *args: Any, seeds: list[int], max_epoch: int, **kwargs: Any) -> None:
@@ -56,7 +62,8 @@ class EpochOptunaSearch(OptunaSearch):
         self._open: str | None = None
         self._seeds_left: list[int] = []
         self._prior: dict[int, dict[int, float]] = {}  # seed -> epochs an unfinished trial of the open group ran
-        self._history: dict[str, list[dict[str, Any]]] = {}  # group key -> the ledger's trials, until applied
+        self._history: dict[str, list[dict[str, Any]]] = {}  # group key -> the ledger's trials
+        self._applied = False  # the history told to the study, at the first ``suggest``
         self._reopen: list[list[dict[str, Any]]] = []  # incomplete groups, in the order they were enqueued
         self._earlier_curves: dict[str, dict[int, float]] = {}
 
@@ -67,10 +74,17 @@ class EpochOptunaSearch(OptunaSearch):
         self._earlier_curves = earlier.curves
 
     def _apply_history(self) -> None:
+        told = [t.params for t in self._ot_study.get_trials(deepcopy=False) if t.state.is_finished()]
+        stale = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+        # A study cannot fail a trial it did not hand out in this process; its storage (Optuna's own API) can.
+        for left in self._ot_study.get_trials(deepcopy=False, states=stale):
+            self._ot_study._storage.set_trial_state_values(left._trial_id, optuna.trial.TrialState.FAIL)
         for members in self._history.values():
             params = {name: members[0][name] for name in self._space}
             ended = {t["seed"]: t for t in members if t["status"] in ENDED}
-            if all(seed in ended for seed in self.seeds):
+            if all(seed in ended for seed in self.seeds) and params in told:
+                told.remove(params)
+            elif all(seed in ended for seed in self.seeds):
                 group = [ended[seed] for seed in self.seeds]
                 state, value, intermediate = self._verdict(
                     [self._earlier_curves.get(t["trial_id"], {}) for t in group], [t["status"] for t in group]
@@ -81,10 +95,10 @@ class EpochOptunaSearch(OptunaSearch):
             else:
                 self._ot_study.enqueue_trial(params)
                 self._reopen.append(members)
-        self._history = {}
+        self._history, self._applied = {}, True
 
     def suggest(self, trial_id: str) -> dict | None:
-        if self._history:
+        if not self._applied:
             self._apply_history()
         if not self._seeds_left:
             config = super().suggest(trial_id)
@@ -181,9 +195,32 @@ def _domain(param: Param) -> Any:
     return tune.randint(values[0], values[1] + 1)  # int: both bounds included
 
 
-def searcher(space: Space, max_concurrent: int | None = None, plan: Plan | None = None, earlier: Earlier | None = None) -> EpochOptunaSearch | BasicVariantGenerator:
+def journal_path(store: Store, search_id: str) -> str | None:
+    """Where an Optuna search keeps its study, ``<store>/optuna/<search id>.log``; None on a store that is not a
+    folder (Optuna's journal file needs a local or NFS path: such a search's study lives in memory)."""
+    if not isinstance(store.fs, pafs.LocalFileSystem):
+        return None
+    return os.path.join(store.root, "optuna", f"{search_id}.log")
+
+
+def journal_storage(path: str) -> optuna.storages.JournalStorage:
+    """Optuna's journal file storage at ``path``: every change to the study appended as a line, so a resumed search
+    appends to its earlier runs' file and ``optuna-dashboard <path>`` shows the study while it runs."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
+
+
+def searcher(
+    space: Space,
+    max_concurrent: int | None = None,
+    plan: Plan | None = None,
+    earlier: Earlier | None = None,
+    journal: str | None = None,
+    study_name: str = "optuna",
+) -> EpochOptunaSearch | BasicVariantGenerator:
     """The grid's own generator over the points left to run, limited to ``max_concurrent`` (Tune ignores
-    ``max_concurrent_trials`` for it), or seeded Optuna, which ``build_tuner`` limits through Tune."""
+    ``max_concurrent_trials`` for it), or seeded Optuna, which ``build_tuner`` limits through Tune; its study named
+    ``study_name`` in the journal file ``journal`` (None: in memory)."""
     spec = space.spec
     if spec.search.type == "grid":
         points = space.grid_points() if plan is None else plan.points
@@ -193,7 +230,11 @@ def searcher(space: Space, max_concurrent: int | None = None, plan: Plan | None 
     resumed = len(earlier.trials) if earlier is not None else 0
     seed = spec.search.seed if not resumed else spec.search.seed * 1_000_003 + resumed
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=spec.search.startup_trials)
-    algo = EpochOptunaSearch(metric=spec.metric, mode=spec.mode, sampler=sampler, seeds=spec.seed_list, max_epoch=space.epochs)
+    storage = journal_storage(journal) if journal else None
+    algo = EpochOptunaSearch(
+        metric=spec.metric, mode=spec.mode, sampler=sampler, seeds=spec.seed_list, max_epoch=space.epochs,
+        storage=storage, study_name=study_name,
+    )  # fmt: skip
     if earlier is not None:
         algo.resume(earlier)
     return algo
@@ -260,10 +301,11 @@ def build_tuner(
     earlier: Earlier,
 ) -> tune.Tuner:
     """The experiment of what ``plan`` leaves to run; at most ``max_concurrent`` trials at once (None: as many
-    as Tune starts). Tune's experiment state goes under ``<store>/tune``, Train's checkpoints under ``<store>/train``."""
+    as Tune starts). Tune's experiment state and each trial's TensorBoard files go under ``<store>/tune/<search id>``
+    (``search.tensorboard``), Train's checkpoints under ``<store>/train``, an Optuna study under ``<store>/optuna``."""
     spec = space.spec
     limit = trial_limit(space, max_concurrent)
-    algo = searcher(space, limit, plan, earlier)
+    algo = searcher(space, limit, plan, earlier, journal_path(store, search_id), study_name=search_id)
     return tune.Tuner(
         trainable(space, f"{store.uri}/train/{search_id}", store, search_id, plan.pins),
         param_space=param_space(space),
@@ -274,11 +316,12 @@ def build_tuner(
             scheduler=scheduler(space, plan, earlier),
             num_samples=plan.num_trials,
             max_concurrent_trials=limit if isinstance(algo, EpochOptunaSearch) else None,
+            trial_dirname_creator=TrialFolder(searched_keys(space), plan.pins),
         ),
         run_config=tune.RunConfig(
             name=search_id,
             storage_path=f"{store.uri}/tune",
-            callbacks=callbacks,
+            callbacks=[*callbacks, EpochTensorBoard()],
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             verbose=1,  # the status table, not every result: per-epoch lines come from the workers' logs
         ),

@@ -16,7 +16,9 @@ from trainable.data.index import VideoRecord
 from trainable.data.splits import labeled_split
 from trainable.data.synthetic import MOTIONS, SyntheticSpec, ensure_synthetic, render
 from trainable.data.ucf101 import read_ucf101
-from trainable.data.video import VideoDecodeError, VideoReader, count_frames, decode, decode_frames
+from trainable.data.video import DECODERS, Decoder, VideoDecodeError, VideoReader, decode
+
+from ffmpeg import torchcodec_ready
 
 
 def test_synthetic_dataset_round_trips_with_labels_and_counts(tiny_dataset: Path) -> None:
@@ -313,19 +315,30 @@ def encode(path: Path, frames: int, codec: str, gop: int, size: tuple[int, int] 
     return decode(str(path))
 
 
+def decoder_named(name: str) -> Decoder:
+    """The decoder of that name, torchcodec made ready first (or the test skipped, saying why)."""
+    if name == "torchcodec":
+        torchcodec_ready()
+    return DECODERS[name]
+
+
+@pytest.mark.parametrize("decoder", sorted(DECODERS))
 @pytest.mark.parametrize(("name", "codec"), [("clip.avi", "mpeg4"), ("clip.mp4", "libx264")])
-def test_span_decoding_gives_the_frames_of_a_whole_decode(tmp_path: Path, name: str, codec: str) -> None:
+def test_span_decoding_gives_the_frames_of_a_whole_decode(tmp_path: Path, name: str, codec: str, decoder: str) -> None:
     """Seeking to the keyframe before the first frame asked for and decoding to the last gives exactly the whole
-    decode's frames, for spans at the start, inside a group of pictures, across keyframes, at the end, sparse."""
+    decode's frames, for spans at the start, inside a group of pictures, across keyframes, at the end, sparse; with
+    either library, and torchcodec's whole decode is PyAV's, bit for bit."""
     path = tmp_path / name
     whole = encode(path, 70, codec, gop=12)
-    assert count_frames(str(path)) == len(whole) == 70
+    lib = decoder_named(decoder)
+    assert torch.equal(lib.decode(str(path)), whole)
+    assert lib.count_frames(str(path)) == len(whole) == 70
     for start, stop in ((0, 5), (13, 14), (17, 41), (24, 36), (50, 70)):
-        assert torch.equal(decode_frames(str(path), np.arange(start, stop)), whole[start:stop]), (start, stop)
+        assert torch.equal(lib.decode_frames(str(path), np.arange(start, stop)), whole[start:stop]), (start, stop)
     sparse = np.array([3, 17, 18, 40, 69])  # only these are converted; the rest of the span is decoded, not kept
-    assert torch.equal(decode_frames(str(path), sparse), whole[sparse])
+    assert torch.equal(lib.decode_frames(str(path), sparse), whole[sparse])
     # The reader decodes one span for all of an item's clips; a video shorter than a clip loops (whole decode).
-    reader = VideoReader()
+    reader = VideoReader(decoder=decoder)
     picks = [np.array([30, 34, 38]), np.array([33, 35, 37, 39, 41])]
     clips = reader.clips(str(path), lambda count: picks)
     assert all(torch.equal(c, whole[p]) for c, p in zip(clips, picks))
@@ -333,14 +346,18 @@ def test_span_decoding_gives_the_frames_of_a_whole_decode(tmp_path: Path, name: 
     assert torch.equal(looped[0], whole[(60 + 2 * np.arange(40)) % 70])
 
 
-def test_span_reader_counts_an_unreadable_video_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("decoder", sorted(DECODERS))
+def test_span_reader_counts_an_unreadable_video_once(tmp_path: Path, decoder: str) -> None:
     broken = tmp_path / "broken.avi"
     broken.write_bytes(b"not a video")
-    reader = VideoReader()
+    decoder_named(decoder)
+    reader = VideoReader(decoder=decoder)
     for _ in range(2):
         with pytest.raises(VideoDecodeError):
             reader.clips(str(broken), lambda count: [np.arange(4)])
-    assert list(reader.failed) == [str(broken)]
+        with pytest.raises(VideoDecodeError):
+            reader.read(str(tmp_path / "missing.mp4"))
+    assert list(reader.failed) == [str(broken), str(tmp_path / "missing.mp4")]
 
 
 def test_fused_normalisation_equals_torchvisions() -> None:

@@ -112,6 +112,9 @@ class TrainConfig(BaseModel):
     )
     synthetic_seed: int = 0
     cache_decoded: bool = Field(False, description="keep decoded videos in memory (small datasets)")
+    video_reader: Literal["pyav", "torchcodec"] = Field(
+        "pyav", description="the decoding library: PyAV (brings its own FFmpeg), or torchcodec (the .[torchcodec] extra, system FFmpeg)"
+    )
 
     # Sampling and augmentation.
     primary_frames: int = Field(8, ge=1)

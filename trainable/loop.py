@@ -74,7 +74,7 @@ class Data:
 def build_data(cfg: TrainConfig, method: methods.Method, session: Session) -> Data:
     index = load_index(cfg, progress=session.rank == 0)
     split = labeled_split(index.train, cfg.labeled_per_class, cfg.labeled_seed, cfg.labeled_fraction)
-    reader = VideoReader(cache=cfg.cache_decoded)
+    reader = VideoReader(cache=cfg.cache_decoded, decoder=cfg.video_reader)
     clips = {"primary": ClipSpec(cfg.primary_frames, cfg.primary_stride)}
     if "aux" in method.models:
         # Without temporal augmentation both models see one clip at one frame rate (Table S2's rows).

@@ -403,7 +403,7 @@ def run(cfg: TrainConfig, session: Session) -> None:
     split = labeled_split(index.train, cfg.labeled_per_class, cfg.labeled_seed, cfg.labeled_fraction)
     opts = transforms.SpatialOptions(input_size=cfg.input_size, scale_min=cfg.scale_min, scale_max=cfg.scale_max,
                                      randaug_ops=cfg.randaug_ops, randaug_magnitude=cfg.randaug_magnitude, cutout=cfg.cutout)  # fmt: skip
-    ctx = Context(cfg, session, index, split, VideoReader(cache=cfg.cache_decoded), opts, StageStore(session.stage_root))
+    ctx = Context(cfg, session, index, split, VideoReader(cache=cfg.cache_decoded, decoder=cfg.video_reader), opts, StageStore(session.stage_root))
     invariant = pretrain_stage(ctx, "invariant")
     distinctive = pretrain_stage(ctx, "distinctive")
     tuned = finetune_stage(ctx, invariant, distinctive)

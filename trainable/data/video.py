@@ -2,13 +2,18 @@
 
 A corrupt or missing file must not end a run hours in: ``VideoReader.read`` raises ``VideoDecodeError``,
 which the datasets catch, count and replace by another clip.
+
+Two decoders give the same three operations (``Decoder``): PyAV (the default: its wheels bring their own FFmpeg)
+and torchcodec (``video_reader: torchcodec``, the ``.[torchcodec]`` extra), which uses the FFmpeg libraries of the
+system (4 to 9; on Debian 12 ``apt-get install libavdevice59 libavfilter8``) and can decode on a GPU.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable, TypeVar
+from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
 
 import av
 import numpy as np
@@ -84,6 +89,77 @@ def decode_frames(path: str, positions: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.stack(kept)) if kept else torch.empty(0)
 
 
+TORCHCODEC_ERRORS = (RuntimeError, ValueError, OSError, IndexError)
+
+
+def _torchcodec(path: str, seek_mode: str = "approximate") -> Any:
+    """A torchcodec decoder of ``path``'s best video stream, frames as ``(H, W, 3)``, FFmpeg's threads as PyAV's AUTO.
+
+    ``approximate`` places frames by the header's frame rate, as ``decode_frames`` does with PyAV; ``exact`` scans
+    the file first, for a whole decode that must not trust the header."""
+    from torchcodec.decoders import VideoDecoder
+
+    try:
+        return VideoDecoder(path, dimension_order="NHWC", seek_mode=seek_mode, num_ffmpeg_threads=0)
+    except TORCHCODEC_ERRORS as exc:
+        raise VideoDecodeError(f"{path}: {exc}") from exc
+
+
+def torchcodec_decode(path: str) -> torch.Tensor:
+    """``decode`` with torchcodec: every frame, ``(frames, H, W, 3)`` uint8."""
+    decoder = _torchcodec(path, "exact")
+    try:
+        frames = decoder.get_frames_in_range(0, decoder.metadata.num_frames).data
+    except TORCHCODEC_ERRORS as exc:
+        raise VideoDecodeError(f"{path}: {exc}") from exc
+    if not len(frames):
+        raise VideoDecodeError(f"{path}: no frames")
+    return frames
+
+
+def torchcodec_count_frames(path: str) -> int:
+    """``count_frames`` with torchcodec: the header's count, nothing decoded (0 when the header lacks it)."""
+    return int(_torchcodec(path).metadata.num_frames or 0)
+
+
+def torchcodec_decode_frames(path: str, positions: np.ndarray) -> torch.Tensor:
+    """``decode_frames`` with torchcodec's ``get_frames_at``; empty (the caller decodes whole) when a position is past
+    the video's real end or cannot be placed."""
+    decoder = _torchcodec(path)
+    try:
+        return decoder.get_frames_at(indices=positions.tolist()).data
+    except IndexError:
+        return torch.empty(0)
+    except TORCHCODEC_ERRORS as exc:
+        raise VideoDecodeError(f"{path}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Decoder:
+    """One library's way of reading a video: every frame, the header's frame count, and only some frames."""
+
+    decode: Callable[[str], torch.Tensor]
+    count_frames: Callable[[str], int]
+    decode_frames: Callable[[str, np.ndarray], torch.Tensor]
+
+
+DECODERS = {
+    "pyav": Decoder(decode, count_frames, decode_frames),
+    "torchcodec": Decoder(torchcodec_decode, torchcodec_count_frames, torchcodec_decode_frames),
+}
+
+
+def missing_torchcodec() -> str | None:
+    """Why torchcodec cannot decode here (not installed, or FFmpeg's libraries not found); None when it can."""
+    try:
+        from torchcodec._core import ops
+    except ImportError as exc:
+        return f"torchcodec is not installed ({exc}): pip install -e '.[torchcodec]'"
+    if not getattr(ops, "_FFMPEG_AVAILABLE", True):
+        return "torchcodec finds no FFmpeg libraries (4 to 9); on Debian 12: apt-get install libavdevice59 libavfilter8"
+    return None
+
+
 def _take(frames: torch.Tensor, positions: np.ndarray) -> torch.Tensor:
     """``frames[positions]`` as whole-frame copies: indexing with an array copies element by element, 30x slower."""
     return frames.index_select(0, torch.as_tensor(positions, dtype=torch.long))
@@ -99,10 +175,14 @@ class VideoReader:
     ``clips`` decodes only the span of frames an item's clips need, once for all of them (an item's two
     models and their views share one decode), and converts only the frames they take. ``cache=True`` instead keeps every whole decoded video in
     memory: small datasets (the synthetic one) are then decoded once per process. Failures are remembered
-    so each is logged once and counted.
+    so each is logged once and counted. ``decoder`` names the library (``DECODERS``); one that cannot decode on this
+    machine is refused here, at the start of a run, not counted as every video failing.
     """
 
-    def __init__(self, cache: bool = False) -> None:
+    def __init__(self, cache: bool = False, decoder: str = "pyav") -> None:
+        if decoder == "torchcodec" and (why := missing_torchcodec()):
+            raise RuntimeError(f"video_reader: torchcodec: {why}")
+        self.decoder = DECODERS[decoder]
         self.cache = cache
         self._frames: dict[str, torch.Tensor] = {}
         self._counts: dict[str, int] = {}
@@ -114,7 +194,7 @@ class VideoReader:
         cached = self._frames.get(path)
         if cached is not None:
             return cached
-        frames = self._guard(path, decode)
+        frames = self._guard(path, self.decoder.decode)
         if self.cache:
             with self._lock:
                 self._frames[path] = frames
@@ -129,11 +209,11 @@ class VideoReader:
         if not self.cache:
             count = self._counts.get(path)
             if count is None:
-                count = self._counts.setdefault(path, self._guard(path, count_frames))
+                count = self._counts.setdefault(path, self._guard(path, self.decoder.count_frames))
             if count:
                 picks = plan(count)
                 wanted = np.unique(np.concatenate(picks))
-                frames = self._guard(path, lambda p: decode_frames(p, wanted))
+                frames = self._guard(path, lambda p: self.decoder.decode_frames(p, wanted))
                 if len(frames) == len(wanted):
                     return [_take(frames, np.searchsorted(wanted, p)) for p in picks]
         frames = self.read(path)
