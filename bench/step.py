@@ -37,7 +37,9 @@ sys.path.insert(0, str(ROOT))
 
 from trainable import methods  # noqa: E402
 from trainable.config import TrainConfig  # noqa: E402
-from trainable.loop import Optimizers, build_nets, new_sums, train_step  # noqa: E402
+from trainable.engine import new_sums  # noqa: E402
+from trainable.loop import build_nets, train_step  # noqa: E402
+from trainable.optim import Optimizers  # noqa: E402
 from trainable.models.registry import SCALES  # noqa: E402
 
 NUM_CLASSES = 101  # UCF-101's
@@ -130,7 +132,7 @@ def main() -> None:
     cfg = config(args)
     method = methods.get(cfg.method)
     nets = {role: net.to(device).train() for role, net in build_nets(cfg, method, NUM_CLASSES).items()}
-    optimizers = Optimizers(cfg, nets, steps_per_epoch=1000)
+    optimizers = Optimizers.cosine(cfg, nets, steps_per_epoch=1000)
     lab, unl = batches(cfg, device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     weights = methods.Weights(cfg.threshold, cfg.gamma, cfg.beta, cfg.temperature, cfg.contrastive_symmetric)

@@ -115,11 +115,11 @@ def test_each_model_has_its_own_optimizer_and_gradient_clip(tiny_dataset: Path) 
     """A CNN with SGD beside a transformer with AdamW; one model's huge gradient does not shrink the other's."""
     import torch
 
-    from trainable.loop import Optimizers
+    from trainable.optim import Optimizers
 
     cfg = TrainConfig.parse(tiny_config(tiny_dataset, lr=0.05, aux_optimizer="adamw", aux_lr=1e-3, aux_weight_decay=0.05, grad_clip=1.0))
     nets = {"primary": torch.nn.Linear(4, 2), "aux": torch.nn.Linear(4, 2)}
-    optimizers = Optimizers(cfg, nets, steps_per_epoch=10)
+    optimizers = Optimizers.cosine(cfg, nets, steps_per_epoch=10)
     primary, aux = optimizers.optimizers["primary"], optimizers.optimizers["aux"]
     assert isinstance(primary, torch.optim.SGD) and isinstance(aux, torch.optim.AdamW)
     assert aux.param_groups[0]["weight_decay"] == 0.05 and primary.param_groups[0]["weight_decay"] == cfg.weight_decay

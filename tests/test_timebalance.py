@@ -21,7 +21,8 @@ from trainable.config import TrainConfig
 from trainable.loop import run
 from trainable.session import LocalSession
 from trainable.stages import StageStore
-from trainable.timebalance import PaperSchedule, Teacher, finetune, finish, pretrain, pretrain_loss, similarity, student_losses
+from trainable.optim import PaperSchedule
+from trainable.timebalance import Teacher, finetune, finish, pretrain, pretrain_loss, similarity, student_losses
 
 from conftest import tiny_config
 
