@@ -27,8 +27,12 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tiny_config(root: Path, **overrides: Any) -> dict[str, Any]:
-    """A config that trains actnetformer with the tiny backbones in a few seconds per epoch."""
-    return {
+    """A config that trains actnetformer (or ``method``) with the tiny backbones in a few seconds per epoch; the
+    settings below that ``method`` does not read are left out (the config would refuse them), ``overrides`` kept."""
+    from trainable import catalog
+    from trainable.config import refused_keys
+
+    values = {
         "method": "actnetformer",
         "primary_backbone": "resnet3d_tiny",
         "aux_backbone": "timesformer_tiny",
@@ -57,6 +61,8 @@ def tiny_config(root: Path, **overrides: Any) -> dict[str, Any]:
         "lr": 0.01,
         **overrides,
     }
+    refused = refused_keys(values["method"]) if values["method"] in catalog.METHODS else {}
+    return {k: v for k, v in values.items() if k not in refused or k in overrides}
 
 
 @pytest.fixture(scope="session")
