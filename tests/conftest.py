@@ -77,3 +77,38 @@ def ray_local() -> Iterator[str]:
 
     yield start_local_ray(num_cpus=2, log_to_driver=False, resources={DRIVER_RESOURCE: 100})
     ray.shutdown()
+
+
+class ObservingSession:
+    """A local session that notes, for every model the driver prepares (``net0`` the primary, ``net1`` the
+    auxiliary), what its first layer with weights (a convolution, or a transformer's patch projection) is given
+    and computes during the run: whether its input and weight are channels_last_3d, and its output's dtype (so a
+    test sees the effect of ``channels_last`` and ``precision``, not only that the run finished)."""
+
+    def __new__(cls, **kwargs: Any) -> Any:
+        import torch
+        from torch import nn
+
+        from trainable.session import LocalSession
+
+        class Observing(LocalSession):
+            def __init__(self) -> None:
+                super().__init__(**kwargs)
+                self.seen: dict[str, set[tuple[bool, bool, Any]]] = {}
+
+            def prepare(self, net: nn.Module) -> nn.Module:
+                net = super().prepare(net)
+                conv = next(m for m in net.modules() if isinstance(m, (nn.Conv3d, nn.Conv2d, nn.Linear)))
+                role = f"net{len(self.seen)}"
+                self.seen[role] = set()
+
+                def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+                    layout = torch.channels_last_3d
+                    clips, weight = args[0], module.weight
+                    self.seen[role].add((clips.dim() == 5 and clips.is_contiguous(memory_format=layout),
+                                         weight.dim() == 5 and weight.is_contiguous(memory_format=layout), output.dtype))  # fmt: skip
+
+                conv.register_forward_hook(hook)
+                return net
+
+        return Observing()

@@ -239,7 +239,11 @@ def test_a_teacher_stage_trains_under_bf16_autocast_with_float32_losses(tiny_dat
 
 def test_two_train_workers_share_the_stages_and_train_the_student_together(ray_local: str, tiny_dataset: Path, tmp_path: Path) -> None:
     """The trial's real worker function on two Ray Train workers: one builds each stage while the other waits
-    for it, rank 0 records them, and the student trains data-parallel (its test accuracy summed over both)."""
+    for it (each worker's log says which it did), rank 0 records them, and the student trains data-parallel (its
+    test accuracy summed over both)."""
+    import re
+
+    import ray._private.worker
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -254,7 +258,7 @@ def test_two_train_workers_share_the_stages_and_train_the_student_together(ray_l
         train_loop_per_worker,
         train_loop_config={**config, WRITER_KEY: EpochWriter(store, "two", "t0", 0)},
         scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
-        run_config=RunConfig(name="two-workers", storage_path=str(tmp_path / "ray")),
+        run_config=RunConfig(name=f"two-workers-{tmp_path.name}", storage_path=str(tmp_path / "ray")),
     ).fit()
     assert result.error is None
     assert result.metrics["stage"] == "student" and result.metrics["epoch"] == 1 and 0 <= result.metrics["top1"] <= 100
@@ -263,3 +267,10 @@ def test_two_train_workers_share_the_stages_and_train_the_student_together(ray_l
     epochs = read(store, "epochs", "two").to_pylist()
     assert sorted(e["stage"] for e in epochs) == sorted(STAGES)  # one epoch each, written once
     assert len(list((tmp_path / "store" / "stage_results").glob("*/*/done.json"))) == 3
+    # Who built and who waited, from the workers' own logs (Ray writes each worker's stdout to a file).
+    logs = Path(ray._private.worker._global_node.get_logs_dir_path())
+    said = [m.groups() for f in logs.glob("worker-*.out") for m in
+            re.finditer(rf"two-workers-{tmp_path.name}: stage (\w+) \w+: rank (\d) (built it|reused it)", f.read_text())]  # fmt: skip
+    for stage in STAGES:  # exactly one worker built each stage; the other waited for it (or found it done)
+        did = sorted((what, rank) for name, rank, what in said if name == stage)
+        assert [what for what, _ in did] == ["built it", "reused it"] and {rank for _, rank in did} == {"0", "1"}, said

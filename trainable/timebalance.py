@@ -226,6 +226,9 @@ class Context:
         started = time.monotonic()
         result = self.stages.get(stage, depends, lambda folder: build(folder, key), owner=self.session.owner)
         built_here = result.info.get("owner") == self.session.owner  # also when an earlier attempt of this trial built it
+        # Each worker says what it did: of a trial's workers exactly one builds a stage, the others wait for it.
+        log.info("stage %s %s: rank %d %s", stage, result.key[:8], self.session.rank,
+                 "built it" if not result.reused else f"reused it after {time.monotonic() - started:.1f} s")  # fmt: skip
         if self.session.rank == 0:
             self.session.stage_sink.write_stage({
                 "stage": stage, "stage_key": result.key, "reused": not built_here, "built_by": result.info.get("owner"),
