@@ -85,7 +85,7 @@ def test_catalog_matches_the_models_and_methods() -> None:
     # every method has the shared step's class but the pipelines, which train in their own module
     assert {name: m.spec for name, m in methods.METHODS.items()} == {n: m for n, m in catalog.METHODS.items() if not m.stages}
     assert [n for n, m in catalog.METHODS.items() if m.stages] == ["timebalance"]
-    assert methods.get("actnetformer").teachers == methods.get("cmpl").teachers == {"primary": "aux", "aux": "primary"}
+    assert methods.get("actnetformer").labelled_by == methods.get("cmpl").labelled_by == {"primary": "aux", "aux": "primary"}
 
 
 # A value other than the default for every key, valid on its own (so a refusal can only be the method's).

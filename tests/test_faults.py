@@ -20,8 +20,7 @@ from results.tables import read
 from search.space import load
 
 from processes import get_json, kill_tree, search_driver, start_head, start_node, wait_for
-from conftest import tiny_config
-from test_search import tiny_space
+from conftest import tiny_config, tiny_space
 
 EPOCHS = 4
 

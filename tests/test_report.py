@@ -18,7 +18,8 @@ from browser import render
 from results.page import BaselineError, write
 from results.plot import curves, load, paper_values, plot, stages
 from results.store import Store
-from test_store import STAGES, STUDENT_EPOCHS, stage_key, timebalance_search
+
+from conftest import STAGES, STUDENT_EPOCHS, stage_key, timebalance_search
 
 ROOT = Path(__file__).resolve().parents[1]
 # threshold → seed → (final top1, status); 0.95 on seed 0 was stopped by ASHA after one epoch.

@@ -23,29 +23,9 @@ from results.tables import read
 from search.space import SpaceError, describe, load
 from search.tune import param_space, searcher
 
-from conftest import tiny_config
+from conftest import tiny_config, tiny_space, write_space
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def write_space(path: Path, **fields: Any) -> Path:
-    path.write_text(yaml.safe_dump(fields, sort_keys=False))
-    return path
-
-
-def tiny_space(tmp_path: Path, data: Path, **fields: Any) -> Path:
-    base = tiny_config(data)
-    base.pop("threshold", None)
-    spec = {
-        "name": "tiny",
-        "base": base,
-        "space": {"threshold": {"grid": [0.0, 1.0]}},
-        "seeds": [0, 1],
-        "resources": {"workers": 1, "cpus_per_worker": 1},
-        "max_concurrent": 2,
-        **fields,
-    }
-    return write_space(tmp_path / "tiny.yaml", **spec)
 
 
 @pytest.mark.parametrize(

@@ -77,8 +77,8 @@ def method_groups(spec: catalog.MethodSpec) -> dict[str, str | None]:
     return {
         "common": None,
         "aux": None if "aux" in spec.models else f"{spec.name} trains one model, no auxiliary",
-        "pseudo_labels": None if spec.teachers else f"{spec.name} has no pseudo-labels of unlabeled clips",
-        "strong_view": None if spec.teachers or spec.stages else f"{spec.name} has no strong augmentation, only the labeled clips' weak view",
+        "pseudo_labels": None if spec.labelled_by else f"{spec.name} has no pseudo-labels of unlabeled clips",
+        "strong_view": None if spec.labelled_by or spec.stages else f"{spec.name} has no strong augmentation, only the labeled clips' weak view",
         "contrastive": None if spec.contrastive else f"{spec.name} has no contrastive term",
         "stepped_optimizer": f"{spec.name} trains with Adam and its paper's schedule (lr, weight_decay, warmup_epochs apply)"
         if spec.stages else None,
@@ -104,7 +104,7 @@ def _refused_values(method: str) -> dict[tuple[str, Any], str]:
     if spec.stages:
         return {("batchnorm", "split"): f"{method}'s student normalises its labeled and unlabeled clips as one batch; "
                                         f"allowed: joint (what it does), sync (statistics over every worker's clips)"}  # fmt: skip
-    if not spec.teachers:
+    if not spec.labelled_by:
         return {("batchnorm", "joint"): f"{method} has only labeled clips, one batch either way; allowed: split, sync"}
     return {}
 
