@@ -63,8 +63,10 @@ def test_tiny_scale_keeps_the_pairing_distinct() -> None:
     sizes = {n: sum(p.numel() for p in models.build(n, 10, 8, 32, "tiny").parameters()) for n in models.available()}
     assert sizes["resnet3d_50"] != sizes["resnet3d_18"] and sizes["timesformer_b"] > sizes["timesformer_s"]
     assert max(sizes.values()) < 1_000_000
-    config = TrainConfig.parse({"scale": "tiny", "input_size": 224, "scale_min": 256, "scale_max": 320, "views_clips": 5})
-    assert (config.input_size, config.views_clips) == (32, 1)
+    assert (TrainConfig.parse({"scale": "tiny"}).input_size, TrainConfig.parse({"scale": "tiny"}).views_clips) == (32, 1)
+    # An explicit key wins over what the scale fills in.
+    config = TrainConfig.parse({"scale": "tiny", "input_size": 24, "scale_min": 24, "scale_max": 28, "views_clips": 5})
+    assert (config.input_size, config.views_clips, config.primary_frames) == (24, 5, 8)
 
 
 def test_spatial_switch_turns_off_the_strong_augmentation(tiny_dataset: Path) -> None:
