@@ -210,6 +210,37 @@ def test_a_timebalance_run_builds_its_stages_once_and_reuses_them_by_what_they_d
     ]
 
 
+def test_a_student_resumes_like_an_uninterrupted_one_from_either_checkpoint_format(tiny_dataset: Path, tmp_path: Path) -> None:
+    """The driver's resume holds for TimeBalance's student too, and a checkpoint a student wrote before the driver
+    was shared (its optimizer and schedule under ``optimizer`` and ``schedule``) still resumes."""
+    values = timebalance_config(tiny_dataset)
+    run_timebalance(values, tmp_path)  # builds the stages; the runs below all reuse them
+    straight, _ = run_timebalance(values, tmp_path)
+    config = TrainConfig.parse(values)
+
+    class Crash(Exception):
+        pass
+
+    for legacy in (False, True):
+        resumed: list[dict] = []
+
+        def crash_after_first_epoch(metrics: dict) -> None:
+            resumed.append(metrics)
+            if metrics["epoch"] == 1:
+                raise Crash
+
+        session = LocalSession(on_report=crash_after_first_epoch, stage_root=str(tmp_path))
+        with pytest.raises(Crash):
+            run(config, session)
+        if legacy:
+            (state,) = session.state.pop("optimizers").values()
+            session.state.update(optimizer=state["optimizer"], schedule=state["scheduler"])
+        run(config, session)
+        assert [m["epoch"] for m in resumed] == [1, 2]
+        for key in ("loss", "loss_sup", "loss_pl", "top1", "lr"):
+            assert resumed[1][key] == pytest.approx(straight[1][key], rel=1e-6), (legacy, key)
+
+
 def test_the_student_starts_from_the_distinctive_teacher_or_from_scratch(tiny_dataset: Path, tmp_path: Path) -> None:
     config = timebalance_config(tiny_dataset, epochs=1, steps_per_epoch=1, lr=1e-4)  # Adam moves each weight by about lr
     _, session = run_timebalance(config, tmp_path)
