@@ -213,7 +213,7 @@ def test_a_timebalance_run_builds_its_stages_once_and_reuses_them_by_what_they_d
 def test_a_student_resumes_like_an_uninterrupted_one_from_either_checkpoint_format(tiny_dataset: Path, tmp_path: Path) -> None:
     """The driver's resume holds for TimeBalance's student too, and a checkpoint a student wrote before the driver
     was shared (its optimizer and schedule under ``optimizer`` and ``schedule``) still resumes."""
-    values = timebalance_config(tiny_dataset)
+    values = timebalance_config(tiny_dataset, steps_per_epoch=1, views_clips=1, pretrain_epochs=1, finetune_epochs=1)
     run_timebalance(values, tmp_path)  # builds the stages; the runs below all reuse them
     straight, _ = run_timebalance(values, tmp_path)
     config = TrainConfig.parse(values)
