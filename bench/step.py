@@ -37,26 +37,31 @@ sys.path.insert(0, str(ROOT))
 
 from trainable import methods  # noqa: E402
 from trainable.config import TrainConfig  # noqa: E402
-from trainable.loop import Optimizers, build_nets, new_sums, train_step  # noqa: E402
+from trainable.engine import new_sums  # noqa: E402
+from trainable.loop import build_nets, train_step  # noqa: E402
+from trainable.optim import Optimizers  # noqa: E402
 from trainable.models.registry import SCALES  # noqa: E402
 
 NUM_CLASSES = 101  # UCF-101's
 
 
 def config(args: argparse.Namespace) -> TrainConfig:
-    """The loop's config at the bench's scale (``scale: tiny`` replaces clip settings, as in training)."""
+    """The loop's config at the bench's scale (``scale: tiny`` fills in its clip settings unless ``--frames`` and
+    ``--size`` are given, as in training)."""
+    frames, size = args.frames, args.size
+    if args.scale == "full":
+        frames, size = frames or 4, size or 64
+    clips = {"primary_frames": frames, "aux_frames": frames} if frames else {}
+    pixels = {"input_size": size, "scale_min": size, "scale_max": size} if size else {}
     return TrainConfig.parse(
         {
             "method": "actnetformer",
             "scale": args.scale,
-            "primary_frames": args.frames,
-            "aux_frames": args.frames,
-            "input_size": args.size,
-            "scale_min": args.size,
-            "scale_max": args.size,
+            **clips,
+            **pixels,
             "batch_size": args.batch,
             "mu": args.mu,
-            "precision": "bf16" if args.bf16 else "fp32",
+            **({"precision": "bf16"} if args.bf16 else {}),
             "channels_last": args.device.startswith("cuda"),
         }
     )
@@ -117,12 +122,12 @@ def main() -> None:
     parser.add_argument("--scale", choices=SCALES, default="full", help="full: the paper's model widths")
     parser.add_argument("--batch", type=int, default=1, help="labeled clips per step, B_l (paper: 1 per GPU)")
     parser.add_argument("--mu", type=int, default=5, help="unlabeled clips per labeled clip (paper: 5)")
-    parser.add_argument("--frames", type=int, default=4, help="frames per clip, both models (paper: 8; tiny: 8)")
-    parser.add_argument("--size", type=int, default=64, help="clip height and width (paper: 224; tiny: 32)")
+    parser.add_argument("--frames", type=int, help="frames per clip, both models (default: 4; paper: 8; tiny: 8)")
+    parser.add_argument("--size", type=int, help="clip height and width (default: 64; paper: 224; tiny: 32)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps of each kind (on a GPU, a multiple of 5); the median is printed")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps of each kind first")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast, as precision: bf16 (ignored by tiny)")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast, as precision: bf16")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -130,7 +135,7 @@ def main() -> None:
     cfg = config(args)
     method = methods.get(cfg.method)
     nets = {role: net.to(device).train() for role, net in build_nets(cfg, method, NUM_CLASSES).items()}
-    optimizers = Optimizers(cfg, nets, steps_per_epoch=1000)
+    optimizers = Optimizers.cosine(cfg, nets, steps_per_epoch=1000)
     lab, unl = batches(cfg, device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     weights = methods.Weights(cfg.threshold, cfg.gamma, cfg.beta, cfg.temperature, cfg.contrastive_symmetric)

@@ -29,7 +29,7 @@ from types import SimpleNamespace
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from results.callback import ResultsCallback  # noqa: E402
+from search.callback import ResultsCallback  # noqa: E402
 from results.ledger import EpochWriter  # noqa: E402
 from results.store import Store  # noqa: E402
 from search.resume import Pins  # noqa: E402

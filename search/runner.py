@@ -13,7 +13,7 @@ import uuid
 from importlib import metadata
 from typing import Any
 
-from results.callback import ResultsCallback
+from search.callback import ResultsCallback
 from results.ledger import now
 from results.report import seed_table, show
 from results.store import Store

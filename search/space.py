@@ -201,6 +201,8 @@ class Space:
     spec: SpaceFile
     base: dict[str, Any]
     overrides: dict[str, Any] = field(default_factory=dict)
+    # Keys the file sets that ``--set scale=tiny`` fills in instead (``preset_keys``), left out of every cell.
+    dropped: frozenset[str] = frozenset()
 
     @property
     def name(self) -> str:
@@ -228,7 +230,7 @@ class Space:
         """
         grid = {k: p.values for k, p in self.spec.space.items() if p.kind == "grid"}
         combos = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
-        cells = self.spec.cells or [{}]
+        cells = [{k: v for k, v in cell.items() if k not in self.dropped} for cell in self.spec.cells] or [{}]
         shared = {k: self.base.get(k, TrainConfig.model_fields[k].default) for k in set().union(*cells)}
         forced = {k: v for k, v in self.overrides.items() if k in shared}
         return [{**shared, **cell, **forced, **combo} for cell in cells for combo in combos]
@@ -247,6 +249,15 @@ class Space:
         if self.spec.search.type == "grid":
             return len(self.grid_points())
         return self.spec.num_samples * len(self.spec.seed_list)
+
+
+def preset_keys(overrides: dict[str, Any]) -> frozenset[str]:
+    """The keys a ``--set scale=tiny`` fills in (``TrainConfig.tiny_fills``) that no other ``--set`` gives: a
+    preset given on the command line replaces what the file sets for them, as any ``--set`` replaces its key, so a
+    paper space runs at toy scale with one override. (Within one config an explicit key wins over the scale.)"""
+    if overrides.get("scale") != "tiny":
+        return frozenset()
+    return frozenset(TrainConfig.tiny_fills(overrides)) - set(overrides)
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -303,7 +314,8 @@ def load(
         raise SpaceError(format_errors(exc, source, SpaceFile)) from None
 
     overrides = dict(overrides or {})
-    base = {**spec.base, **overrides}
+    dropped = preset_keys(overrides)
+    base = {**{k: v for k, v in spec.base.items() if k not in dropped}, **overrides}
     problems = _check_config(base, source, "base")
     allowed = [k for k in TrainConfig.model_fields if k != "seed"]
     for name, param in spec.space.items():
@@ -321,10 +333,11 @@ def load(
         if unknown:
             problems.append(f"{source}: cells[{i}]: unknown keys {', '.join(unknown)}; allowed: {', '.join(allowed)}")
             continue
+        cell = {k: v for k, v in cell.items() if k not in dropped}
         problems += _check_config({**base, **cell, **overrides}, source, f"cells[{i}]")
     if problems:
         raise SpaceError("\n".join(dict.fromkeys(problems)))
-    space = Space(path=source, text=text, spec=spec, base=base, overrides=overrides)
+    space = Space(path=source, text=text, spec=spec, base=base, overrides=overrides, dropped=dropped)
     if spec.scheduler.type != "none" and space.max_t > space.epochs:
         raise SpaceError(f"{source}: scheduler.max_t: must be <= epochs ({space.epochs}), got {space.max_t}")
     if spec.scheduler.type != "none" and spec.scheduler.grace_period > space.max_t:

@@ -19,7 +19,7 @@ from results.store import Store
 from search.tune import DRIVER_RESOURCE
 
 from processes import child_env, kill_tree, search_driver, start_head, start_node, wait_for
-from test_faults import _alive_nodes, _second_node, _worker_on, check_tables, grid_space
+from conftest import alive_nodes, check_tables, grid_space, second_node, worker_on
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,7 +57,7 @@ def test_two_nodes_that_share_no_disk_run_a_search_on_s3(s3_store: Store, tiny_d
     try:
         node, _ = start_node(tmp_path / "node.log", head=False, address=address["gcs"], cpus=1, temp_dir=node_tmp, cwd=node_cwd)
         try:
-            wait_for(lambda: _alive_nodes(address["dashboard"]) == 2, 120, "the second node to join", poll=1)
+            wait_for(lambda: alive_nodes(address["dashboard"]) == 2, 120, "the second node to join", poll=1)
             doctor = subprocess.run([sys.executable, "-m", "search", "doctor", "--store", s3_store.uri, "--address", address["gcs"]],
                                     cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=300)  # fmt: skip
             assert doctor.returncode == 0, doctor.stdout + doctor.stderr[-3000:]
@@ -65,8 +65,8 @@ def test_two_nodes_that_share_no_disk_run_a_search_on_s3(s3_store: Store, tiny_d
             space = grid_space(tmp_path, tiny_dataset, [0.0, 0.5], max_concurrent=2)
             name, log = "two-nodes", tmp_path / "driver.log"
             driver = search_driver(space, name, s3_store.uri, log, "--address", address["gcs"])
-            second = _second_node(address["dashboard"])
-            seen = wait_for(lambda: "worker" if _worker_on(address["dashboard"], second) else "ended" if driver.poll() is not None else None,
+            second = second_node(address["dashboard"])
+            seen = wait_for(lambda: "worker" if worker_on(address["dashboard"], second) else "ended" if driver.poll() is not None else None,
                             300, "a Train worker on the second node", poll=0.5)  # fmt: skip
             assert seen == "worker", log.read_text()[-4000:]
             assert driver.wait(timeout=600) == 0, log.read_text()[-4000:]

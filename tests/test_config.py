@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import typing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from trainable.config import ConfigError, TrainConfig
+from trainable import catalog, loop
+from trainable.config import ConfigError, TrainConfig, method_keys, refused_keys
+from trainable.data.synthetic import ensure_synthetic
 from trainable.loop import run_local
+from trainable.session import LocalSession
 
 from conftest import tiny_config
 
@@ -45,16 +50,20 @@ def test_method_defaults_decide_the_auxiliary(tmp_path: Path) -> None:
     base = {k: v for k, v in tiny_config(tmp_path).items() if k != "aux_backbone"}
     assert TrainConfig.parse({**base, "method": "actnetformer"}).aux_backbone == "timesformer_s"
     assert TrainConfig.parse({**base, "method": "cmpl"}).aux_backbone == "resnet3d_18"
-    assert TrainConfig.parse({**base, "method": "fixmatch", "aux_backbone": "timesformer_s"}).aux_backbone is None
+    with pytest.raises(ConfigError, match=r"aux_backbone: method fixmatch does not use it \(fixmatch trains one model"):
+        TrainConfig.parse({**base, "method": "fixmatch", "aux_backbone": "timesformer_s"})
+    assert TrainConfig.parse({**tiny_config(tmp_path, method="fixmatch")}).aux_backbone is None
     assert not TrainConfig.parse({**base, "beta": 0.0}).uses_contrastive
 
 
 def test_tiny_scale_makes_every_stage_as_long_as_the_training(tmp_path: Path) -> None:
     """``--set epochs=N --set steps_per_epoch=M`` at toy scale: each of TimeBalance's stages is N x M steps too."""
-    full = TrainConfig.parse({**tiny_config(tmp_path), "method": "timebalance", "scale": "full", "input_size": 32})
+    full = TrainConfig.parse(tiny_config(tmp_path, method="timebalance", scale="full", input_size=32))
     assert (full.pretrain_epochs, full.finetune_epochs, full.teacher_warmup_epochs, full.ssl_frames) == (250, 50, 10, 16)
-    tiny = TrainConfig.parse({**tiny_config(tmp_path), "method": "timebalance", "scale": "tiny", "epochs": 3, "pretrain_epochs": 250})
+    tiny = TrainConfig.parse(tiny_config(tmp_path, method="timebalance", scale="tiny", epochs=3))
     assert (tiny.pretrain_epochs, tiny.finetune_epochs, tiny.teacher_warmup_epochs, tiny.ssl_frames) == (3, 3, 0, 8)
+    # A stage length given explicitly is kept (an explicit key wins over what ``scale: tiny`` fills in).
+    assert TrainConfig.parse(tiny_config(tmp_path, method="timebalance", scale="tiny", epochs=3, pretrain_epochs=5)).pretrain_epochs == 5
 
 
 def test_validating_a_config_imports_neither_torch_nor_ray() -> None:
@@ -76,4 +85,111 @@ def test_catalog_matches_the_models_and_methods() -> None:
     # every method has the shared step's class but the pipelines, which train in their own module
     assert {name: m.spec for name, m in methods.METHODS.items()} == {n: m for n, m in catalog.METHODS.items() if not m.stages}
     assert [n for n, m in catalog.METHODS.items() if m.stages] == ["timebalance"]
-    assert methods.get("actnetformer").teachers == methods.get("cmpl").teachers == {"primary": "aux", "aux": "primary"}
+    assert methods.get("actnetformer").labelled_by == methods.get("cmpl").labelled_by == {"primary": "aux", "aux": "primary"}
+
+
+# A value other than the default for every key, valid on its own (so a refusal can only be the method's).
+OTHER_VALUES: dict[str, Any] = {
+    "aux_backbone": "resnet3d_18", "aux_optimizer": "adamw", "aux_lr": 0.5, "aux_weight_decay": 0.5,
+    "labeled_fraction": 0.5, "split_seed": 7, "steps_per_epoch": 3, "grad_clip": 1.0, "data_root": "/nowhere",
+    "synthetic_root": "/nowhere", "mu": 2, "beta": 1.0, "scale_min": 300, "primary_backbone": "resnet3d_18",
+}  # fmt: skip
+
+
+def other_value(key: str) -> Any:
+    if key in OTHER_VALUES:
+        return OTHER_VALUES[key]
+    field = TrainConfig.model_fields[key]
+    default, options = field.default, typing.get_args(field.annotation)
+    if isinstance(default, bool):
+        return not default
+    if typing.get_origin(field.annotation) is typing.Literal:
+        return next(option for option in options if option != default)
+    if isinstance(default, int):
+        return default + 1
+    if isinstance(default, float):
+        return default / 2 if default else 0.5
+    raise AssertionError(f"no other value for {key} (default {default!r}): add it to OTHER_VALUES")
+
+
+@pytest.mark.parametrize("method", list(catalog.METHODS))
+def test_every_key_is_read_by_the_method_or_refused_for_it(method: str) -> None:
+    """Each key of the schema either belongs to what ``method`` reads or, given another value, is refused with the
+    key, the method and why; at its default it is the same as absent."""
+    read, refused = method_keys(method), refused_keys(method)
+    assert read | set(refused) == set(TrainConfig.model_fields) and not read & set(refused)
+    for key in TrainConfig.model_fields:
+        if key == "method":
+            continue
+        values = {"method": method, key: other_value(key)}
+        if key in ("data_root", "dataset"):
+            values.update(dataset="ucf101", data_root="/nowhere")
+        if key in refused:
+            with pytest.raises(ConfigError, match=rf"config: {key}: method {method} does not use it \(.+\)"):
+                TrainConfig.parse(values)
+            TrainConfig.parse({"method": method, key: TrainConfig.model_fields[key].default})  # its default: accepted
+        else:
+            try:
+                TrainConfig.parse(values)
+            except ConfigError as exc:  # only the key's own rules, never "does not use it"
+                assert "does not use it" not in str(exc), str(exc)
+
+
+class Recording(TrainConfig):
+    """A config that notes which of its keys the run reads."""
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in TrainConfig.model_fields:
+            READ.add(name)
+        return super().__getattribute__(name)
+
+
+READ: set[str] = set()
+# Keys a method reads only with another dataset or another value of a key than the runs below use.
+CONDITIONAL = {
+    "data_root": "real datasets only", "split": "real datasets' official splits only",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("method", list(catalog.METHODS))
+def test_a_run_reads_exactly_the_keys_its_method_declares(method: str, tiny_dataset: Path) -> None:
+    """Every key ``method_keys`` says ``method`` reads, a real (one-step) run of it reads: a key the config accepts
+    for a method whose run never looks at it (``batchnorm`` for TimeBalance's student, once) fails here. (A run
+    also reads keys into settings its method then ignores, such as the weights of terms it lacks; those are
+    refused by the test above.)"""
+    values = tiny_config(tiny_dataset, method=method, epochs=1, steps_per_epoch=1, views_clips=1)
+    if method == "timebalance":
+        values.update(scale="tiny", clips_per_video=2, ssl_batch_size=2)
+    cfg = Recording.model_validate(values)
+    READ.clear()
+    loop.run(cfg, LocalSession())
+    unread = method_keys(method) - READ - {"method"}
+    assert unread <= set(CONDITIONAL), f"{method} declares keys no run reads: {sorted(unread - set(CONDITIONAL))}"
+
+
+def test_an_explicit_key_wins_over_scale_tiny(tmp_path: Path) -> None:
+    """``scale: tiny`` fills in its input settings only where the config is silent: a still-frame control is
+    ``scale: tiny`` with ``primary_frames: 1``, and its clips are one frame long."""
+    from trainable import methods
+    from trainable.loop import build_data
+
+    still = TrainConfig.parse(tiny_config(tmp_path, method="supervised", scale="tiny", primary_frames=1))
+    assert (still.primary_frames, still.primary_stride, still.input_size) == (1, 4, 32)  # stride and size: tiny's
+    silent = {k: v for k, v in tiny_config(tmp_path, method="supervised").items() if k not in ("primary_frames", "input_size")}
+    assert TrainConfig.parse({**silent, "scale": "tiny"}).primary_frames == 8
+    ensure_synthetic(still.synthetic_spec(), still.synthetic_root, progress=False)
+    clip = build_data(still, methods.get("supervised"), LocalSession()).labeled[0]["primary_labeled"]
+    assert clip.shape[-4] == 1  # (C, T, H, W) before the device finish: one frame
+
+
+def test_set_scale_tiny_on_a_space_replaces_what_the_file_sets_for_it(tmp_path: Path) -> None:
+    """``--set scale=tiny`` on a paper space is a toy run: the keys the scale fills in replace the file's, as any
+    ``--set`` replaces its key; another ``--set`` still wins over the scale."""
+    from search.space import load
+
+    text = (Path(__file__).parents[1] / "spaces/paper/tau.yaml").read_text().replace("/data/ucf101", str(tmp_path))
+    (tmp_path / "tau.yaml").write_text(text)
+    space = load(str(tmp_path / "tau.yaml"), overrides={"dataset": "synthetic", "scale": "tiny", "primary_stride": 2})
+    cfg = TrainConfig.parse({**space.base, **space.grid_cells()[0]})
+    assert (cfg.input_size, cfg.primary_frames, cfg.primary_stride, cfg.views_clips) == (32, 8, 2, 1)
+    assert TrainConfig.parse(load(str(tmp_path / "tau.yaml")).base).input_size == 224  # without the --set

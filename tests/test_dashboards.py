@@ -29,7 +29,7 @@ from trainable.metrics import REPORTED
 from browser import render
 from conftest import tiny_config
 from processes import free_ports, get_json, kill_tree, wait_for
-from test_report import write_search
+from conftest import write_search
 
 DASHBOARD = str(Path(sys.executable).with_name("optuna-dashboard"))
 

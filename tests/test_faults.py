@@ -12,50 +12,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import pytest
 
 from results.store import Store
 from results.tables import read
 from search.space import load
 
-from processes import get_json, kill_tree, search_driver, start_head, start_node, wait_for
-from conftest import tiny_config
-from test_search import tiny_space
+from processes import kill_tree, search_driver, start_head, start_node, wait_for
+from conftest import EPOCHS, alive_nodes, check_tables, epochs_of, grid_space, second_node, worker_on
 
-EPOCHS = 4
-
-
-def grid_space(tmp_path: Path, data: Path, thresholds: list[float], **fields: Any) -> Path:
-    """Trials long enough to be killed inside an epoch: 4 epochs of 12 steps (about a second each here)."""
-    return tiny_space(
-        tmp_path, data, space={"threshold": {"grid": thresholds}}, seeds=[0],
-        base=tiny_config(data, epochs=EPOCHS, steps_per_epoch=12), **fields,
-    )  # fmt: skip
-
-
-def epochs_of(store: Store, search_id: str) -> list[dict]:
-    if not store.parts("epochs", search_id):
-        return []
-    return read(store, "epochs", search_id).to_pylist()
-
-
-def check_tables(store: Store, search_id: str, trials: int) -> tuple[list[dict], list[dict]]:
-    """The search ended, every trial completed, and its epochs are exactly 1..EPOCHS, both through the views and
-    in the raw files the final compaction left (which a user may read with pyarrow)."""
-    trial_rows = read(store, "trials", search_id).to_pylist()
-    epoch_rows = read(store, "epochs", search_id).to_pylist()
-    assert len(trial_rows) == trials
-    assert all(t["status"] == "completed" and t["epochs_run"] == EPOCHS for t in trial_rows), trial_rows
-    for trial in trial_rows:
-        mine = sorted(e["epoch"] for e in epoch_rows if e["trial_id"] == trial["trial_id"])
-        assert mine == list(range(1, EPOCHS + 1)), (trial["trial_id"], mine)
-    raw = pq.read_table(f"{store.root}/epochs", filesystem=store.fs).to_pylist()
-    raw = [r for r in raw if r["search_id"] == search_id]
-    assert sorted((r["trial_id"], r["epoch"]) for r in raw) == sorted((e["trial_id"], e["epoch"]) for e in epoch_rows)
-    [search] = read(store, "searches", search_id).to_pylist()
-    assert search["status"] == "completed" and search["num_trials"] == trials
-    return trial_rows, epoch_rows
 
 
 def test_driver_killed_at_an_epoch_boundary_and_mid_epoch_resumes_from_the_ledger(tiny_dataset: Path, tmp_path: Path) -> None:
@@ -180,12 +145,12 @@ def test_a_killed_node_s_trial_finishes_on_another(tiny_dataset: Path, tmp_path:
     try:
         node, _ = start_node(tmp_path / "node.log", head=False, address=address["gcs"], cpus=1)
         try:
-            wait_for(lambda: _alive_nodes(address["dashboard"]) == 2, 120, "the second node to join", poll=1)
+            wait_for(lambda: alive_nodes(address["dashboard"]) == 2, 120, "the second node to join", poll=1)
             space = grid_space(tmp_path, tiny_dataset, [0.0, 0.5], max_concurrent=2, max_failures=1)
             store, name, log = Store(tmp_path / "store"), "nodes", tmp_path / "driver.log"
             driver = search_driver(space, name, tmp_path / "store", log, "--address", address["gcs"])
-            node_id = _second_node(address["dashboard"])
-            wait_for(lambda: _worker_on(address["dashboard"], node_id), 300, "a Train worker on the second node", poll=1)
+            node_id = second_node(address["dashboard"])
+            wait_for(lambda: worker_on(address["dashboard"], node_id), 300, "a Train worker on the second node", poll=1)
             wait_for(lambda: epochs_of(store, name), 300, "a first row")
             kill_tree(node)
             assert driver.wait(timeout=600) == 0, log.read_text()[-4000:]
@@ -197,21 +162,3 @@ def test_a_killed_node_s_trial_finishes_on_another(tiny_dataset: Path, tmp_path:
         kill_tree(head, signal.SIGTERM)
 
 
-def _alive_nodes(dashboard: str) -> int:
-    try:
-        nodes = get_json(f"{dashboard}/api/v0/nodes?limit=10")["data"]["result"]["result"]
-    except OSError:
-        return 0
-    return sum(n["state"] == "ALIVE" for n in nodes)
-
-
-def _second_node(dashboard: str) -> str:
-    """The id of the node that is not the head."""
-    nodes = get_json(f"{dashboard}/api/v0/nodes?limit=10")["data"]["result"]["result"]
-    [other] = [n["node_id"] for n in nodes if not n["is_head_node"]]
-    return other
-
-
-def _worker_on(dashboard: str, node_id: str) -> bool:
-    actors = get_json(f"{dashboard}/api/v0/actors?limit=1000&detail=true")["data"]["result"]["result"]
-    return any(a["class_name"] == "RayTrainWorker" and a["state"] == "ALIVE" and a.get("node_id") == node_id for a in actors)

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from processes import RAY, ROOT, child_env, get_json, kill_tree, start_head
-from test_search import tiny_space
+from conftest import tiny_space
 
 @pytest.fixture
 def head(tmp_path: Path):

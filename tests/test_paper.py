@@ -19,10 +19,10 @@ from trainable.data.splits import labeled_split
 from trainable.data.synthetic import encode
 from trainable.data.ucf101 import read_ucf101
 from trainable.data.video import VideoReader
-from trainable.loop import build_data, run_local
+from trainable.loop import build_data, run, run_local
 from trainable.session import LocalSession
 
-from conftest import tiny_config
+from conftest import ObservingSession, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = sorted((ROOT / "spaces" / "paper").glob("*.yaml"))
@@ -63,8 +63,10 @@ def test_tiny_scale_keeps_the_pairing_distinct() -> None:
     sizes = {n: sum(p.numel() for p in models.build(n, 10, 8, 32, "tiny").parameters()) for n in models.available()}
     assert sizes["resnet3d_50"] != sizes["resnet3d_18"] and sizes["timesformer_b"] > sizes["timesformer_s"]
     assert max(sizes.values()) < 1_000_000
-    config = TrainConfig.parse({"scale": "tiny", "input_size": 224, "scale_min": 256, "scale_max": 320, "views_clips": 5})
-    assert (config.input_size, config.views_clips) == (32, 1)
+    assert (TrainConfig.parse({"scale": "tiny"}).input_size, TrainConfig.parse({"scale": "tiny"}).views_clips) == (32, 1)
+    # An explicit key wins over what the scale fills in.
+    config = TrainConfig.parse({"scale": "tiny", "input_size": 24, "scale_min": 24, "scale_max": 28, "views_clips": 5})
+    assert (config.input_size, config.views_clips, config.primary_frames) == (24, 5, 8)
 
 
 def test_spatial_switch_turns_off_the_strong_augmentation(tiny_dataset: Path) -> None:
@@ -100,7 +102,20 @@ def test_labeled_fraction_takes_a_share_of_each_class(tiny_dataset: Path) -> Non
         TrainConfig.parse(tiny_config(tiny_dataset, labeled_per_class=2, labeled_fraction=0.1))
 
 
-def test_channels_last_runs_on_cpu(tiny_dataset: Path) -> None:
-    history: list[dict[str, Any]] = []
-    run_local(tiny_config(tiny_dataset, channels_last=True, epochs=1, threshold=0.0), on_report=history.append)
-    assert math.isfinite(history[0]["loss"])
+@pytest.mark.parametrize("method", ["actnetformer", "timebalance"])
+def test_channels_last_puts_the_3d_cnns_clips_and_weights_in_channels_last_3d(tiny_dataset: Path, method: str) -> None:
+    """``channels_last``: every 3D CNN the driver trains gets its weights and its clips in channels_last_3d (and
+    neither without it); the transformer auxiliary is left as it is (it has no 3D convolution past its patches)."""
+    # One step of each stage and of the training, one test view: enough to see what the flag does.
+    extra = {"scale": "tiny", "clips_per_video": 2, "ssl_batch_size": 2} if method == "timebalance" else {"threshold": 0.0}
+    extra.update(steps_per_epoch=1, views_clips=1)
+    layouts = {}
+    for flag in (True, False):
+        history: list[dict[str, Any]] = []
+        session = ObservingSession(on_report=history.append)
+        config = tiny_config(tiny_dataset, method=method, channels_last=flag, epochs=1, **extra)
+        config["primary_backbone"] = "resnet3d_tiny"
+        run(TrainConfig.parse(config), session)
+        assert math.isfinite(history[0]["loss"])
+        layouts[flag] = {(clips, weight) for clips, weight, _ in session.seen["net0"]}  # the primary, a 3D CNN
+    assert layouts == {True: {(True, True)}, False: {(False, False)}}

@@ -22,9 +22,8 @@ from results.tables import read
 from search.__main__ import main
 from search.lease import Lease, LeaseError
 
-from conftest import tiny_config
+from conftest import tiny_config, write_space
 from processes import search_driver
-from test_search import write_space
 
 ROOT = Path(__file__).resolve().parents[1]
 

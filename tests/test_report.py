@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import json
 import math
 import re
 import subprocess
@@ -12,13 +11,13 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
-import yaml
 
 from browser import render
 from results.page import BaselineError, write
 from results.plot import curves, load, paper_values, plot, stages
 from results.store import Store
-from test_store import STAGES, STUDENT_EPOCHS, stage_key, timebalance_search
+
+from conftest import STAGES, STUDENT_EPOCHS, stage_key, timebalance_search, write_search
 
 ROOT = Path(__file__).resolve().parents[1]
 # threshold → seed → (final top1, status); 0.95 on seed 0 was stopped by ASHA after one epoch.
@@ -33,19 +32,6 @@ GRID_SPACE = {
     "search": {"type": "grid"},
     "paper": {"source": "Table 1, UCF-101 1 %", "metric": "top1", "values": [{"threshold": 0.8, "value": 27.6}]},
 }
-
-
-def write_search(store: Store, search_id: str, space: dict, resources: dict, trials: list[dict], epochs: list[dict]) -> None:
-    store.append("searches", search_id, [{
-        "search_id": search_id, "name": space["name"], "space_file": f"spaces/{space['name']}.yaml",
-        "space_yaml": yaml.safe_dump(space), "space_hash": "abc", "overrides": json.dumps({"dataset": "synthetic"}),
-        "seeds": "[0, 1]", "metric": "top1", "mode": "max", "planned_trials": len(trials), "status": "completed",
-        "started_at": "2026-11-29T00:00:00+00:00", "resumed_at": None, "ended_at": "2026-11-29T01:00:00+00:00",
-        "versions": json.dumps({"ray": "2.60.0"}), "git_commit": "0123abcd", "store": store.uri, "ray_address": "local",
-        "resources": json.dumps(resources),
-    }])  # fmt: skip
-    store.append("trials", search_id, trials)
-    store.append("epochs", search_id, epochs)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from results.__main__ import main
 from results.store import TABLES, Store
 from results.tables import compact, read
 
-from test_store import demo_search, timebalance_search
+from conftest import demo_search, timebalance_search
 
 
 def both(tmp_path: Path, s3_store: Store) -> tuple[Store, Store]:

@@ -10,8 +10,7 @@ from results.store import Store
 from results.tables import read
 from search.space import load
 
-from conftest import tiny_config
-from test_search import write_space
+from conftest import tiny_config, write_space
 
 
 def grouped_space(

@@ -8,11 +8,9 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
 from results.page import write
 from results.plot import load as load_search
@@ -23,29 +21,9 @@ from results.tables import read
 from search.space import SpaceError, describe, load
 from search.tune import param_space, searcher
 
-from conftest import tiny_config
+from conftest import tiny_config, tiny_space, write_space
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def write_space(path: Path, **fields: Any) -> Path:
-    path.write_text(yaml.safe_dump(fields, sort_keys=False))
-    return path
-
-
-def tiny_space(tmp_path: Path, data: Path, **fields: Any) -> Path:
-    base = tiny_config(data)
-    base.pop("threshold", None)
-    spec = {
-        "name": "tiny",
-        "base": base,
-        "space": {"threshold": {"grid": [0.0, 1.0]}},
-        "seeds": [0, 1],
-        "resources": {"workers": 1, "cpus_per_worker": 1},
-        "max_concurrent": 2,
-        **fields,
-    }
-    return write_space(tmp_path / "tiny.yaml", **spec)
 
 
 @pytest.mark.parametrize(
@@ -113,18 +91,18 @@ def test_a_cell_silent_on_a_key_other_cells_set_gets_the_base_value(tmp_path: Pa
     """Tune declares a key some cells set as a choice; a point without it would get a random value."""
     from ray.tune.experiment import Experiment
 
-    path = write_space(tmp_path / "m.yaml", name="m", base={"beta": 3.0}, seeds=[0, 1], cells=[
-        {"method": "cmpl", "aux_backbone": "resnet3d_18"}, {"method": "actnetformer", "beta": 0.0}, {"method": "supervised"}
+    path = write_space(tmp_path / "m.yaml", name="m", base={"gamma": 3.0}, seeds=[0, 1], cells=[
+        {"method": "cmpl", "aux_backbone": "resnet3d_18"}, {"method": "actnetformer", "gamma": 0.0}, {"method": "fixmatch"}
     ])  # fmt: skip
     space = load(path)
     generator = searcher(space)
     generator.add_configurations([Experiment("m", lambda config: None, config=param_space(space))])
     trials = []
     while (trial := generator.next_trial()) is not None:
-        trials.append((trial.config["method"], trial.config["beta"], trial.config["aux_backbone"], trial.config["seed"]))
+        trials.append((trial.config["method"], trial.config["gamma"], trial.config["aux_backbone"], trial.config["seed"]))
     assert sorted(trials) == [
         ("actnetformer", 0.0, None, 0), ("actnetformer", 0.0, None, 1), ("cmpl", 3.0, "resnet3d_18", 0),
-        ("cmpl", 3.0, "resnet3d_18", 1), ("supervised", 3.0, None, 0), ("supervised", 3.0, None, 1),
+        ("cmpl", 3.0, "resnet3d_18", 1), ("fixmatch", 3.0, None, 0), ("fixmatch", 3.0, None, 1),
     ]  # fmt: skip
 
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
-import json
 import math
 import subprocess
 import sys
@@ -14,25 +12,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from results.ledger import stage_trial_id
 from results.report import seed_table, show
 from results.store import Store, StoreError
 from results.tables import compact, connect, read
 
+from conftest import STAGES, STUDENT_EPOCHS, demo_search, epoch, stage_key, student_top1, timebalance_search, trial
+
 ROOT = Path(__file__).resolve().parents[1]
-# TimeBalance's teacher stages in pipeline order, and the epochs each runs in ``timebalance_search``: more than the
-# student's 4, so that a summary counting a stage's rows would show it.
-STAGES = {"pretrain_invariant": 6, "pretrain_distinctive": 6, "finetune_teachers": 5}
-STUDENT_EPOCHS = 4
-
-
-def trial(store: Store, trial_id: str, status: str, threshold: float, seed: int, wall_s: float = 0.0) -> None:
-    store.append("trials", "s", [{"trial_id": trial_id, "threshold": threshold, "seed": seed, "epochs": 3,
-                                  "status": status, "stopped_at_epoch": None, "error": None, "wall_s": wall_s}])  # fmt: skip
-
-
-def epoch(store: Store, trial_id: str, n: int, top1: float, loss: float) -> None:
-    store.append("epochs", "s", [{"trial_id": trial_id, "seed": 0, "epoch": n, "top1": top1, "loss": loss, "aux_top1": math.nan}])
 
 
 @pytest.fixture
@@ -40,68 +26,6 @@ def store(tmp_path: Path) -> Store:
     """Search ``s`` (metric top1, max): trial a ran 3 epochs and epoch 2 was reported twice (a retry, 99 last);
     trial b ran 3 epochs and is still running; c (another seed of a's threshold) ended."""
     return demo_search(Store(tmp_path / "store"))
-
-
-def demo_search(store: Store) -> Store:
-    """Writes the ``store`` fixture's search ``s`` into ``store``."""
-    store.append("searches", "s", [{"search_id": "s", "name": "demo", "metric": "top1", "mode": "max", "status": "running",
-                                    "num_trials": 0, "started_at": "2026-01-01"}])  # fmt: skip
-    for trial_id, threshold, seed in (("a", 0.5, 0), ("b", 0.9, 0), ("c", 0.5, 1)):
-        trial(store, trial_id, "running", threshold, seed)
-        for n in (1, 2, 3):
-            epoch(store, trial_id, n, 10.0 * n + (trial_id == "b") + 2 * (trial_id == "c"), 1.0 / n)
-    epoch(store, "a", 2, 99.0, 0.1)
-    trial(store, "a", "completed", 0.5, 0, wall_s=5.0)
-    trial(store, "c", "completed", 0.5, 1, wall_s=6.0)
-    return store
-
-
-def stage_key(stage: str, seed: int) -> str:
-    return hashlib.sha256(f"{stage} {seed}".encode()).hexdigest()[:16]
-
-
-def student_top1(omega: float, seed: int, n: int) -> float:
-    return 10.0 * n + 10 * omega + seed
-
-
-def timebalance_search(store: Store, search_id: str = "tb") -> None:
-    """A TimeBalance search over ω ∈ {0.5, 1} on seeds 0 and 1, as its trials write it: on each seed, the ω = 0.5
-    trial builds the three teacher stages (their epoch rows under the results' own ids, the last fine-tuning epoch
-    with both teachers' top-1 of 90 and 80) and the ω = 1 trial reuses them (after waiting, on seed 1); every
-    student trains 4 epochs. The stage results' folders lie under ``<store>/stage_results`` (``trainable.stages``)."""
-    space = {"name": "tb-test", "space": {"omega": {"grid": [0.5, 1.0]}}, "seeds": 2, "search": {"type": "grid"}}
-    store.append("searches", search_id, [{"search_id": search_id, "name": "tb-test", "space_yaml": json.dumps(space),
-                                          "seeds": "[0, 1]", "metric": "top1", "mode": "max", "planned_trials": 4,
-                                          "status": "completed", "started_at": "2026-12-01T00:00:00+00:00"}])  # fmt: skip
-    clock = iter(range(10_000))
-    for omega, seed in ((0.5, 0), (1.0, 0), (0.5, 1), (1.0, 1)):
-        trial_id, builds = f"tb{omega}-{seed}", omega == 0.5
-        row = {"trial_id": trial_id, "method": "timebalance", "omega": omega, "seed": seed, "status": "running",
-               "stopped_at_epoch": None, "wall_s": None, "started_at": f"2026-12-01T00:{next(clock):02d}:00+00:00"}  # fmt: skip
-        store.append("trials", search_id, [row])
-        for stage, epochs in STAGES.items():
-            key = stage_key(stage, seed)
-            path = store.root + f"/stage_results/{stage}/{key}/result"
-            if builds:
-                for n in range(1, epochs + 1):
-                    tested = {"top1": 90.0, "aux_top1": 80.0} if stage == "finetune_teachers" and n == epochs else {}
-                    store.append("epochs", search_id, [{"trial_id": stage_trial_id(stage, key), "stage": stage, "seed": seed,
-                                                        "epoch": n, "loss": 2.0 / n, "lr": 1e-3, "epoch_time_s": 1.0,
-                                                        "top1": math.nan, "aux_top1": math.nan, **tested}])  # fmt: skip
-                store.fs.create_dir(path, recursive=True)
-                for name, text in (("result/teacher.pt", "weights"), ("done.json", json.dumps({"owner": trial_id}))):
-                    with store.fs.open_output_stream(f"{path.removesuffix('/result')}/{name}") as out:
-                        out.write(text.encode())
-            waited = 0.0 if builds or seed == 0 else 3.0
-            store.append("stages", search_id, [{"trial_id": trial_id, "seed": seed, "stage": stage, "stage_key": key,
-                                                "reused": not builds, "built_by": f"tb0.5-{seed}", "build_s": 10.0,
-                                                "waited_s": waited, "path": path,
-                                                "recorded_at": f"2026-12-01T01:{next(clock):02d}:00+00:00"}])  # fmt: skip
-        for n in range(1, STUDENT_EPOCHS + 1):
-            store.append("epochs", search_id, [{"trial_id": trial_id, "stage": "student", "seed": seed, "epoch": n,
-                                                "loss": 1.0 / n, "lr": 0.1, "top1": student_top1(omega, seed, n),
-                                                "aux_top1": math.nan}])  # fmt: skip
-        store.append("trials", search_id, [row | {"status": "completed", "wall_s": 100.0}])
 
 
 def test_latest_row_wins_and_summaries_come_from_epochs(store: Store) -> None:

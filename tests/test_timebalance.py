@@ -21,7 +21,8 @@ from trainable.config import TrainConfig
 from trainable.loop import run
 from trainable.session import LocalSession
 from trainable.stages import StageStore
-from trainable.timebalance import PaperSchedule, Teacher, finetune, finish, pretrain, pretrain_loss, similarity, student_losses
+from trainable.optim import PaperSchedule
+from trainable.timebalance import Teacher, finetune, finish, pretrain, pretrain_loss, similarity, student_losses
 
 from conftest import tiny_config
 
@@ -209,6 +210,37 @@ def test_a_timebalance_run_builds_its_stages_once_and_reuses_them_by_what_they_d
     ]
 
 
+def test_a_student_resumes_like_an_uninterrupted_one_from_either_checkpoint_format(tiny_dataset: Path, tmp_path: Path) -> None:
+    """The driver's resume holds for TimeBalance's student too, and a checkpoint a student wrote before the driver
+    was shared (its optimizer and schedule under ``optimizer`` and ``schedule``) still resumes."""
+    values = timebalance_config(tiny_dataset, steps_per_epoch=1, views_clips=1, pretrain_epochs=1, finetune_epochs=1)
+    run_timebalance(values, tmp_path)  # builds the stages; the runs below all reuse them
+    straight, _ = run_timebalance(values, tmp_path)
+    config = TrainConfig.parse(values)
+
+    class Crash(Exception):
+        pass
+
+    for legacy in (False, True):
+        resumed: list[dict] = []
+
+        def crash_after_first_epoch(metrics: dict) -> None:
+            resumed.append(metrics)
+            if metrics["epoch"] == 1:
+                raise Crash
+
+        session = LocalSession(on_report=crash_after_first_epoch, stage_root=str(tmp_path))
+        with pytest.raises(Crash):
+            run(config, session)
+        if legacy:
+            (state,) = session.state.pop("optimizers").values()
+            session.state.update(optimizer=state["optimizer"], schedule=state["scheduler"])
+        run(config, session)
+        assert [m["epoch"] for m in resumed] == [1, 2]
+        for key in ("loss", "loss_sup", "loss_pl", "top1", "lr"):
+            assert resumed[1][key] == pytest.approx(straight[1][key], rel=1e-6), (legacy, key)
+
+
 def test_the_student_starts_from_the_distinctive_teacher_or_from_scratch(tiny_dataset: Path, tmp_path: Path) -> None:
     config = timebalance_config(tiny_dataset, epochs=1, steps_per_epoch=1, lr=1e-4)  # Adam moves each weight by about lr
     _, session = run_timebalance(config, tmp_path)
@@ -238,7 +270,11 @@ def test_a_teacher_stage_trains_under_bf16_autocast_with_float32_losses(tiny_dat
 
 def test_two_train_workers_share_the_stages_and_train_the_student_together(ray_local: str, tiny_dataset: Path, tmp_path: Path) -> None:
     """The trial's real worker function on two Ray Train workers: one builds each stage while the other waits
-    for it, rank 0 records them, and the student trains data-parallel (its test accuracy summed over both)."""
+    for it (each worker's log says which it did), rank 0 records them, and the student trains data-parallel (its
+    test accuracy summed over both)."""
+    import re
+
+    import ray._private.worker
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -253,7 +289,7 @@ def test_two_train_workers_share_the_stages_and_train_the_student_together(ray_l
         train_loop_per_worker,
         train_loop_config={**config, WRITER_KEY: EpochWriter(store, "two", "t0", 0)},
         scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
-        run_config=RunConfig(name="two-workers", storage_path=str(tmp_path / "ray")),
+        run_config=RunConfig(name=f"two-workers-{tmp_path.name}", storage_path=str(tmp_path / "ray")),
     ).fit()
     assert result.error is None
     assert result.metrics["stage"] == "student" and result.metrics["epoch"] == 1 and 0 <= result.metrics["top1"] <= 100
@@ -262,3 +298,10 @@ def test_two_train_workers_share_the_stages_and_train_the_student_together(ray_l
     epochs = read(store, "epochs", "two").to_pylist()
     assert sorted(e["stage"] for e in epochs) == sorted(STAGES)  # one epoch each, written once
     assert len(list((tmp_path / "store" / "stage_results").glob("*/*/done.json"))) == 3
+    # Who built and who waited, from the workers' own logs (Ray writes each worker's stdout to a file).
+    logs = Path(ray._private.worker._global_node.get_logs_dir_path())
+    said = [m.groups() for f in logs.glob("worker-*.out") for m in
+            re.finditer(rf"two-workers-{tmp_path.name}: stage (\w+) \w+: rank (\d) (built it|reused it)", f.read_text())]  # fmt: skip
+    for stage in STAGES:  # exactly one worker built each stage; the other waited for it (or found it done)
+        did = sorted((what, rank) for name, rank, what in said if name == stage)
+        assert [what for what, _ in did] == ["built it", "reused it"] and {rank for _, rank in did} == {"0", "1"}, said

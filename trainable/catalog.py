@@ -25,8 +25,9 @@ class MethodSpec:
     name: str
     # Models trained, "primary" first; only the primary is used at test time.
     models: tuple[str, ...] = ("primary",)
-    # student -> teacher: the teacher's weak-view predictions pseudo-label the student's strong view.
-    teachers: Mapping[str, str] = field(default_factory=dict)
+    # model -> the model whose weak-view predictions pseudo-label its strong view (itself, for FixMatch). Not
+    # called teachers: TimeBalance's teachers are networks of their own (``trainable.timebalance.Teacher``).
+    labelled_by: Mapping[str, str] = field(default_factory=dict)
     # Projection heads and the contrastive loss between the primary and the auxiliary.
     contrastive: bool = False
     # The auxiliary backbone when the config names none; None exactly when there is no auxiliary.
@@ -43,14 +44,14 @@ class MethodSpec:
             raise ValueError(f"method {self.name!r}: default_aux {self.default_aux!r} is not in BACKBONES")
         if self.contrastive and "aux" not in self.models:
             raise ValueError(f"method {self.name!r}: the contrastive loss needs an auxiliary")
-        if self.stages and (self.teachers or self.contrastive):
+        if self.stages and (self.labelled_by or self.contrastive):
             raise ValueError(f"method {self.name!r}: a pipeline method trains in its own module, not the shared step")
 
 
 SUPERVISED = MethodSpec("supervised")
-FIXMATCH = MethodSpec("fixmatch", teachers={"primary": "primary"})
+FIXMATCH = MethodSpec("fixmatch", labelled_by={"primary": "primary"})
 CMPL = MethodSpec(
-    "cmpl", models=("primary", "aux"), teachers={"primary": "aux", "aux": "primary"}, default_aux="resnet3d_18"
+    "cmpl", models=("primary", "aux"), labelled_by={"primary": "aux", "aux": "primary"}, default_aux="resnet3d_18"
 )
 # CMPL's pseudo-labelling with a CNN/transformer pair and the contrastive term.
 ACTNETFORMER = replace(CMPL, name="actnetformer", contrastive=True, default_aux="timesformer_s")

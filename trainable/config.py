@@ -17,8 +17,9 @@ from trainable import catalog
 from trainable.data.synthetic_spec import SyntheticSpec
 
 
-# What ``scale: tiny`` sets, whatever the config says: the synthetic dataset's frame size, short clips,
-# one test view, and what a CPU needs.
+# What ``scale: tiny`` sets where the config does not give the key itself (an explicit key wins, so ``scale: tiny``
+# with ``primary_frames: 1`` is the still-frame control): the synthetic dataset's frame size, short clips, one
+# test view, and what a CPU needs.
 TINY_INPUT: dict[str, Any] = {
     "input_size": 32,
     "scale_min": 32,
@@ -37,6 +38,75 @@ TINY_INPUT: dict[str, Any] = {
     "ssl_frames": 8,
     "ssl_stride": 1,
 }
+
+
+# Which keys each method reads. A key outside its method's set changes nothing for that method, so giving it a
+# value other than its default is refused (``refused_keys``): a setting that silently does nothing is worse than
+# an error. Every config key is in exactly one group; the groups a method has follow from its declaration in
+# ``trainable.catalog`` (``tests/test_config.py`` checks both against the schema and against what a run reads).
+KEY_GROUPS: dict[str, tuple[str, ...]] = {
+    # Every method: what is trained on what data, the labeled clips and the test, the step count, the hardware.
+    "common": (
+        "method", "primary_backbone", "scale", "dataset", "data_root", "synthetic_root", "split", "labeled_per_class",
+        "labeled_fraction", "split_seed", "synthetic_classes", "synthetic_train_per_class", "synthetic_test_per_class",
+        "synthetic_frames", "synthetic_size", "synthetic_distractors", "synthetic_noise", "synthetic_scene_bias",
+        "synthetic_seed", "cache_decoded", "primary_frames", "primary_stride", "input_size", "scale_min", "scale_max",
+        "views_clips", "views_crops", "batch_size", "mu", "batchnorm", "lr", "weight_decay", "warmup_epochs", "epochs",
+        "steps_per_epoch", "grad_clip", "precision", "loader_workers", "pin_memory", "channels_last", "compile", "seed",
+    ),
+    # A second model (CMPL, ActNetFormer).
+    "aux": ("aux_backbone", "aux_frames", "aux_stride", "temporal_aug", "aux_optimizer", "aux_lr", "aux_weight_decay"),
+    # Pseudo-labels of unlabeled clips, from a weak view for a strong one (FixMatch, CMPL, ActNetFormer).
+    "pseudo_labels": ("threshold", "gamma", "unsup_warmup_epochs", "spatial_aug"),
+    # The strong augmentation (the pseudo-labelled view; TimeBalance's teacher pretraining).
+    "strong_view": ("randaug_ops", "randaug_magnitude", "cutout"),
+    # The contrastive term between the two models (ActNetFormer).
+    "contrastive": ("beta", "temperature", "contrastive_symmetric", "projection_dim", "contrastive_negatives"),
+    # The optimizer choice of the stepped methods (TimeBalance's is Adam, fixed by its paper).
+    "stepped_optimizer": ("optimizer", "momentum"),
+    # A pipeline's teachers and stages (TimeBalance).
+    "stages": (
+        "omega", "clips_per_video", "ssl_frames", "ssl_stride", "ssl_batch_size", "ssl_temperature", "pretrain_epochs",
+        "finetune_epochs", "teacher_lr", "teacher_warmup_epochs", "student_init",
+    ),
+}  # fmt: skip
+
+
+def method_groups(spec: catalog.MethodSpec) -> dict[str, str | None]:
+    """Each key group, and None where ``spec`` reads it or why it does not."""
+    return {
+        "common": None,
+        "aux": None if "aux" in spec.models else f"{spec.name} trains one model, no auxiliary",
+        "pseudo_labels": None if spec.labelled_by else f"{spec.name} has no pseudo-labels of unlabeled clips",
+        "strong_view": None if spec.labelled_by or spec.stages else f"{spec.name} has no strong augmentation, only the labeled clips' weak view",
+        "contrastive": None if spec.contrastive else f"{spec.name} has no contrastive term",
+        "stepped_optimizer": f"{spec.name} trains with Adam and its paper's schedule (lr, weight_decay, warmup_epochs apply)"
+        if spec.stages else None,
+        "stages": None if spec.stages else "only a pipeline method (timebalance) has teachers and stages",
+    }  # fmt: skip
+
+
+def refused_keys(method: str) -> dict[str, str]:
+    """The keys method ``method`` does not read, each with why: given a value other than its default, refused."""
+    groups = method_groups(catalog.METHODS[method])
+    return {key: why for group, why in groups.items() if why is not None for key in KEY_GROUPS[group]}
+
+
+def method_keys(method: str) -> frozenset[str]:
+    """The keys method ``method`` reads (``KEY_GROUPS``)."""
+    groups = method_groups(catalog.METHODS[method])
+    return frozenset(key for group, why in groups.items() if why is None for key in KEY_GROUPS[group])
+
+
+def _refused_values(method: str) -> dict[tuple[str, Any], str]:
+    """Values of a read key that do nothing for ``method`` (the key's other values do something)."""
+    spec = catalog.METHODS[method]
+    if spec.stages:
+        return {("batchnorm", "split"): f"{method}'s student normalises its labeled and unlabeled clips as one batch; "
+                                        f"allowed: joint (what it does), sync (statistics over every worker's clips)"}  # fmt: skip
+    if not spec.labelled_by:
+        return {("batchnorm", "joint"): f"{method} has only labeled clips, one batch either way; allowed: split, sync"}
+    return {}
 
 
 # The method names as a Literal, so a wrong one is listed against every allowed one.
@@ -76,8 +146,14 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _no_booleans(cls, values: Any) -> Any:
-        return refuse_booleans(cls, values)
+    def _resolve(cls, values: Any) -> Any:
+        """The values as given, checked against the method's keys, then with what ``scale`` and the method fill in;
+        in that order, so that only what the user gave is refused and an explicit key wins over ``scale: tiny``."""
+        values = refuse_booleans(cls, values)
+        if not isinstance(values, dict):
+            return values
+        cls._refuse_unread(values)
+        return cls._resolve_aux(cls._tiny_scale(values))
 
     # What is trained.
     method: MethodName = "actnetformer"
@@ -87,7 +163,7 @@ class TrainConfig(BaseModel):
     )
 
     scale: Literal["full", "tiny"] = Field(
-        "full", description="tiny: every backbone at CPU size and the input settings of TINY_INPUT (toy runs)"
+        "full", description="tiny: every backbone at CPU size, and TINY_INPUT's input settings for keys not given (toy runs)"
     )
 
     # Data.
@@ -199,24 +275,41 @@ class TrainConfig(BaseModel):
 
     seed: int = 0
 
-    @model_validator(mode="before")
     @classmethod
-    def _tiny_scale(cls, values: Any) -> Any:
-        # Toy scale replaces the input settings too: 224-pixel crops of a 32-pixel model make no sense.
-        # Every stage of a pipeline method is as long as the trial's own training, so that ``--set epochs=N --set
-        # steps_per_epoch=M`` makes each of them N x M steps.
-        if isinstance(values, dict) and values.get("scale") == "tiny":
-            epochs = values.get("epochs", cls.model_fields["epochs"].default)
-            stages = {"pretrain_epochs": epochs, "finetune_epochs": epochs, "teacher_warmup_epochs": 0}
-            return {**values, **TINY_INPUT, **stages}
-        return values
+    def _refuse_unread(cls, values: dict[str, Any]) -> None:
+        """Refuse a key given a value that changes nothing for the config's method: the key, the method and why.
+        A key at its default is the same as a key not given (a base shared by several methods may hold it)."""
+        method = values.get("method", cls.model_fields["method"].default)
+        if method not in catalog.METHODS:
+            return  # the field's own check lists the allowed methods
+        refused, problems = refused_keys(method), []
+        for key, value in values.items():
+            field = cls.model_fields.get(key)
+            if field is None:
+                continue
+            if key in refused and value != field.default:
+                problems.append(f"{key}: method {method} does not use it ({refused[key]}); remove it or give its default {field.default!r}")
+            elif (key, value) in _refused_values(method):
+                problems.append(f"{key}: {value!r} does nothing for method {method} ({_refused_values(method)[key, value]})")
+        if problems:
+            raise ValueError("; ".join(problems))
 
-    @model_validator(mode="before")
     @classmethod
-    def _resolve_aux(cls, values: Any) -> Any:
+    def tiny_fills(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """What ``scale: tiny`` fills in for ``values`` where they do not give the key themselves."""
+        epochs = values.get("epochs", cls.model_fields["epochs"].default)
+        return {**TINY_INPUT, "pretrain_epochs": epochs, "finetune_epochs": epochs, "teacher_warmup_epochs": 0}
+
+    @classmethod
+    def _tiny_scale(cls, values: dict[str, Any]) -> dict[str, Any]:
+        # Toy scale fills in the input settings too: 224-pixel crops of a 32-pixel model make no sense.
+        # Every stage of a pipeline method is as long as the trial's own training, so that ``--set epochs=N --set
+        # steps_per_epoch=M`` makes each of them N x M steps. What the config gives itself is kept.
+        return {**cls.tiny_fills(values), **values} if values.get("scale") == "tiny" else values
+
+    @classmethod
+    def _resolve_aux(cls, values: dict[str, Any]) -> dict[str, Any]:
         # A method without an auxiliary records none; one with an auxiliary gets its default (docs/method.md §1.4).
-        if not isinstance(values, dict):
-            return values
         method = catalog.METHODS.get(values.get("method", cls.model_fields["method"].default))
         if method is None:
             return values
@@ -329,3 +422,17 @@ def _fields_at(model: type[BaseModel], path: list[str]) -> list[str]:
             break
         model = inner[0]
     return [field.alias or name for name, field in model.model_fields.items()]
+
+
+def _check_groups() -> None:
+    """Every config key in exactly one of ``KEY_GROUPS``: a key added without saying which methods read it fails
+    at import, not by being silently accepted for methods that ignore it."""
+    grouped = [key for keys in KEY_GROUPS.values() for key in keys]
+    fields = set(TrainConfig.model_fields)
+    twice = sorted({k for k in grouped if grouped.count(k) > 1})
+    if set(grouped) != fields or twice:
+        raise ImportError(f"trainable.config.KEY_GROUPS: ungrouped {sorted(fields - set(grouped))}, unknown "
+                          f"{sorted(set(grouped) - fields)}, twice {twice}")  # fmt: skip
+
+
+_check_groups()

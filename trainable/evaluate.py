@@ -22,11 +22,13 @@ def evaluate(nets: dict[str, nn.Module], loader: DataLoader, session: Session, a
     for net in nets.values():
         net.eval()
     names = list(nets)
-    # counts: videos, primary top-1 hits, primary top-5 hits, then top-1 hits of every other model
-    counts = torch.zeros(3 + len(names) - 1, dtype=torch.float64)
+    # Counts by name (videos, the primary's top-1 and top-5 hits, each other model's top-1 hits), summed over
+    # workers as one tensor in this order.
+    keys = ["videos", "top1", "top5"] + [f"top1_{name}" for name in names[1:]]
+    counts = dict.fromkeys(keys, 0)
     for batch in loader:
         labels = batch["label"]
-        counts[0] += len(labels)
+        counts["videos"] += len(labels)
         for i, name in enumerate(names):
             views = batch[name].to(session.device, non_blocking=True)
             b, v = views.shape[:2]
@@ -34,16 +36,17 @@ def evaluate(nets: dict[str, nn.Module], loader: DataLoader, session: Session, a
                 logits, _ = nets[name](views.flatten(0, 1))
             probs = logits.float().softmax(dim=-1).view(b, v, -1).mean(dim=1).cpu()
             top = probs.topk(min(5, probs.shape[1]), dim=1).indices
-            hit1 = (top[:, 0] == labels).sum()
+            hit1 = int((top[:, 0] == labels).sum())
             if i == 0:
-                counts[1] += hit1
-                counts[2] += (top == labels[:, None]).any(dim=1).sum()
+                counts["top1"] += hit1
+                counts["top5"] += int((top == labels[:, None]).any(dim=1).sum())
             else:
-                counts[2 + i] += hit1
-    counts = session.all_reduce(counts.to(session.device))  # NCCL reduces only tensors on the GPU
-    total = max(counts[0].item(), 1.0)
+                counts[f"top1_{name}"] += hit1
+    summed = session.all_reduce(torch.tensor([counts[k] for k in keys], dtype=torch.float64, device=session.device))
+    totals = dict(zip(keys, summed.tolist()))  # NCCL reduces only tensors on the GPU: summed there, read once
+    videos = max(totals["videos"], 1.0)
     return {
-        "top1": 100 * counts[1].item() / total,
-        "top5": 100 * counts[2].item() / total,
-        "aux_top1": 100 * counts[3].item() / total if len(names) > 1 else math.nan,
+        "top1": 100 * totals["top1"] / videos,
+        "top5": 100 * totals["top5"] / videos,
+        "aux_top1": 100 * totals[f"top1_{names[1]}"] / videos if len(names) > 1 else math.nan,
     }

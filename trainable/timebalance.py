@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +29,10 @@ from trainable.data.datasets import ClipSpec, ConsecutiveClips, EvalClips, Train
 from trainable.data.index import DatasetIndex
 from trainable.data.splits import LabeledSplit, labeled_split
 from trainable.data.video import VideoReader
+from trainable.engine import RunData, Sums, add_step, autocast_for, endless_batches, epoch_steps, load_index, new_sums, seed_epoch, trained_net
 from trainable.evaluate import evaluate
-from trainable.loop import autocast_for, endless_batches, epoch_steps, load_index, seed_epoch, unwrap
-from trainable.metrics import METRICS
 from trainable.models.resnet3d import ResNet3d
+from trainable.optim import Optimizers
 from trainable.session import LocalSession, Session, to_device
 from trainable.stages import StageResult, StageStore, stage_key
 
@@ -102,48 +101,6 @@ def similarity(invariant: Teacher, distinctive: Teacher, clips: torch.Tensor) ->
         invariant.train(modes[0]), distinctive.train(modes[1])
 
 
-class PaperSchedule:
-    """TimeBalance's learning rate (its Supp. B.2): linear warm-up over ``warmup_epochs``, then halved whenever
-    the epoch's loss stops improving (``ReduceLROnPlateau``, factor 0.5). Adam at ``lr`` (1e-3 in the paper)."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer, lr: float, warmup_epochs: int, steps_per_epoch: int, patience: int = 5) -> None:
-        self.optimizer, self.lr = optimizer, lr
-        self.warmup_steps = warmup_epochs * steps_per_epoch
-        self.step_count = 0
-        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=patience)
-        self._set(self._warm(0))
-
-    def _warm(self, step: int) -> float:
-        return self.lr * min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else self.lr
-
-    def _set(self, lr: float) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-
-    def after_step(self) -> None:
-        self.step_count += 1
-        if self.step_count < self.warmup_steps:
-            self._set(self._warm(self.step_count))
-        elif self.step_count == self.warmup_steps:
-            self._set(self.lr)
-
-    def after_epoch(self, loss: float) -> None:
-        if self.step_count >= self.warmup_steps:  # the plateau counts only after the warm-up
-            self.plateau.step(loss)
-
-    @property
-    def current(self) -> float:
-        return self.optimizer.param_groups[0]["lr"]
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"step_count": self.step_count, "plateau": self.plateau.state_dict(), "lr": self.current}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.step_count = state["step_count"]
-        self.plateau.load_state_dict(state["plateau"])
-        self._set(state["lr"])
-
-
 def train_stage(
     net: nn.Module,
     step_loss: Callable[[dict[str, Any]], torch.Tensor],
@@ -156,26 +113,25 @@ def train_stage(
     on_epoch: Callable[[dict[str, Any]], None],
     autocast: contextlib.AbstractContextManager = contextlib.nullcontext(),
 ) -> None:
-    """One teacher stage: Adam with the paper's schedule over ``epochs`` of ``steps`` batches, each batch moved to
+    """One teacher stage (the stages are not checkpointed, so not the driver's epochs: a stage interrupted is built
+    again): Adam with the paper's schedule (``optim.Optimizers.paper``) over ``epochs`` of ``steps`` batches, each batch moved to
     ``device`` and scored by ``step_loss`` under ``autocast`` (bf16 with ``precision: bf16``); ``on_epoch`` is told
     each epoch's mean loss and learning rate."""
     net.train()
-    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-    schedule = PaperSchedule(optimizer, lr, warmup_epochs, steps)
+    optimizers = Optimizers.paper({"teacher": net}, lr, 0.0, warmup_epochs, steps, clip=None)
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
         total = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device, read once an epoch
         for _ in range(steps):
             with autocast:
                 loss = step_loss(to_device(next(batches), device))
-            optimizer.zero_grad(set_to_none=True)
+            optimizers.zero_grad()
             loss.backward()
-            optimizer.step()
-            schedule.after_step()
+            optimizers.step()
             total += loss.detach()
         mean = total.item() / steps
-        schedule.after_epoch(mean)
-        on_epoch({"epoch": epoch, "loss": mean, "lr": schedule.current, "epoch_time_s": time.perf_counter() - started})
+        optimizers.after_epoch(mean)
+        on_epoch({"epoch": epoch, "loss": mean, "lr": optimizers.lr(), "epoch_time_s": time.perf_counter() - started})
 
 
 def pretrain(objective: Objective, teacher: Teacher, device_finish: transforms.DeviceFinish, temperature: float, **stage: Any) -> None:
@@ -270,6 +226,9 @@ class Context:
         started = time.monotonic()
         result = self.stages.get(stage, depends, lambda folder: build(folder, key), owner=self.session.owner)
         built_here = result.info.get("owner") == self.session.owner  # also when an earlier attempt of this trial built it
+        # Each worker says what it did: of a trial's workers exactly one builds a stage, the others wait for it.
+        log.info("stage %s %s: rank %d %s", stage, result.key[:8], self.session.rank,
+                 "built it" if not result.reused else f"reused it after {time.monotonic() - started:.1f} s")  # fmt: skip
         if self.session.rank == 0:
             self.session.stage_sink.write_stage({
                 "stage": stage, "stage_key": result.key, "reused": not built_here, "built_by": result.info.get("owner"),
@@ -297,12 +256,11 @@ class Context:
         clip = ClipSpec(self.cfg.ssl_frames, self.cfg.ssl_stride)
         return ConsecutiveClips(self.index.train, self.reader, clip, self.cfg.clips_per_video, augment, pretraining)
 
-    def test_loader(self, models_: tuple[str, ...], rank: int = 0, world_size: int = 1) -> DataLoader:
+    def test_set(self, models_: tuple[str, ...], rank: int = 0, world_size: int = 1) -> EvalClips:
         """The multi-view test set, this worker's share; one entry per name in ``models_`` (the same clips)."""
         spec = ClipSpec(self.cfg.primary_frames, self.cfg.primary_stride)
         views = transforms.test_views(self.opts, self.cfg.views_crops)
-        test = EvalClips(self.index.test[rank::world_size], self.reader, dict.fromkeys(models_, spec), self.cfg.views_clips, views)
-        return DataLoader(test, batch_size=max(1, self.cfg.batch_size), num_workers=self.cfg.loader_workers)
+        return EvalClips(self.index.test[rank::world_size], self.reader, dict.fromkeys(models_, spec), self.cfg.views_clips, views)
 
 
 def pretrain_stage(ctx: Context, objective: Objective) -> StageResult:
@@ -365,7 +323,8 @@ def finetune_stage(ctx: Context, invariant: StageResult, distinctive: StageResul
         def on_epoch(metrics: dict[str, Any]) -> None:
             if metrics["epoch"] == cfg.finetune_epochs:  # the teachers' test accuracy, once (Table 2, rows b–c)
                 nets = {"primary": methods.Net(backbones["invariant"]), "aux": methods.Net(backbones["distinctive"])}
-                accuracy = evaluate(nets, ctx.test_loader(("primary", "aux")), alone, ctx.autocast())
+                test = DataLoader(ctx.test_set(("primary", "aux")), batch_size=max(1, cfg.batch_size), num_workers=cfg.loader_workers)
+                accuracy = evaluate(nets, test, alone, ctx.autocast())
                 metrics = {**metrics, "top1": accuracy["top1"], "aux_top1": accuracy["aux_top1"]}
             report(metrics)
 
@@ -395,39 +354,37 @@ def _write_json(path: Path, value: Any) -> None:
     tmp.replace(path)
 
 
-def run(cfg: TrainConfig, session: Session) -> None:
-    """TimeBalance (Algorithm 1): the two teachers' pretraining and their fine-tuning, each found, waited for or
-    built once per key; then the student, ``cfg.epochs`` epochs reported as the loop's are (``stage`` "student")."""
-    seed_epoch(cfg, 0, session.rank)
-    index = load_index(cfg, progress=session.rank == 0)
-    split = labeled_split(index.train, cfg.labeled_per_class, cfg.labeled_seed, cfg.labeled_fraction)
-    opts = transforms.SpatialOptions(input_size=cfg.input_size, scale_min=cfg.scale_min, scale_max=cfg.scale_max,
-                                     randaug_ops=cfg.randaug_ops, randaug_magnitude=cfg.randaug_magnitude, cutout=cfg.cutout)  # fmt: skip
-    ctx = Context(cfg, session, index, split, VideoReader(cache=cfg.cache_decoded, decoder=cfg.video_reader), opts, StageStore(session.stage_root))
-    invariant = pretrain_stage(ctx, "invariant")
-    distinctive = pretrain_stage(ctx, "distinctive")
-    tuned = finetune_stage(ctx, invariant, distinctive)
-    Student(ctx, distinctive, tuned).train()
-
-
 class Student:
-    """The student's semi-supervised training (Algorithm 1, lines 22–25): each step a labeled batch and ``mu`` times
-    as many unlabeled clips, one forward pass of the student over both, the fine-tuned teachers' predictions of
-    the same clips mixed by each video's ``s``; Adam with the paper's schedule at ``lr``."""
+    """TimeBalance as the driver runs it (``engine.Trainer``): building it finds, waits for or builds the teachers'
+    stages (Algorithm 1, lines 8–21), each once per key; the driver then trains the student (lines 22–25), reported
+    as every method's epochs are, with ``stage`` "student".
 
-    def __init__(self, ctx: Context, distinctive: StageResult, tuned: StageResult) -> None:
-        cfg, session = ctx.cfg, ctx.session
-        self.ctx, self.cfg, self.session = ctx, cfg, session
-        num_classes = ctx.index.num_classes
+    Each step is a labeled batch and ``mu`` times as many unlabeled clips, one forward pass of the student over
+    both (one batch: ``batchnorm: split`` does not apply), the fine-tuned teachers' predictions of the same clips
+    mixed by each video's ``s``; Adam with the paper's schedule at ``lr``.
+    """
+
+    def __init__(self, cfg: TrainConfig, session: Session) -> None:
+        self.cfg = cfg
+        index = load_index(cfg, progress=session.rank == 0)
+        split = labeled_split(index.train, cfg.labeled_per_class, cfg.labeled_seed, cfg.labeled_fraction)
+        opts = transforms.SpatialOptions(input_size=cfg.input_size, scale_min=cfg.scale_min, scale_max=cfg.scale_max,
+                                         randaug_ops=cfg.randaug_ops, randaug_magnitude=cfg.randaug_magnitude, cutout=cfg.cutout)  # fmt: skip
+        ctx = Context(cfg, session, index, split, VideoReader(cache=cfg.cache_decoded, decoder=cfg.video_reader), opts, StageStore(session.stage_root))
+        invariant = pretrain_stage(ctx, "invariant")
+        distinctive = pretrain_stage(ctx, "distinctive")
+        tuned = finetune_stage(ctx, invariant, distinctive)
+
+        num_classes = index.num_classes
         scores = json.loads((tuned.path / SIMILARITY_FILE).read_text())["by_video"]
         clip = ClipSpec(cfg.primary_frames, cfg.primary_stride)
-        crop = transforms.geometric(ctx.opts)
-        self.labeled = TrainClips(ctx.split.labeled, ctx.reader, {"primary": clip}, {"labeled": crop})
-        self.unlabeled = TrainClips(ctx.split.unlabeled, ctx.reader, {"primary": clip}, {"clip": crop})
+        crop = transforms.geometric(opts)
+        self.labeled = TrainClips(split.labeled, ctx.reader, {"primary": clip}, {"labeled": crop})
+        self.unlabeled = TrainClips(split.unlabeled, ctx.reader, {"primary": clip}, {"clip": crop})
         # A video whose clips could not be scored (unreadable) gets the even mix.
         self.s = {name: torch.tensor([scores.get(r.name, 0.5) for r in data.records], device=session.device)
                   for name, data in (("labeled", self.labeled), ("unlabeled", self.unlabeled))}  # fmt: skip
-        self.finish = transforms.DeviceFinish(ctx.opts, {"primary_labeled": "weak", "primary_clip": "weak"})
+        self.finish = transforms.DeviceFinish(opts, {"primary_labeled": "weak", "primary_clip": "weak"})
         self.teachers = {}
         for name in ("invariant", "distinctive"):
             backbone = ctx.backbone(num_classes, cfg.primary_frames)
@@ -439,81 +396,38 @@ class Student:
             pretrained = torch.load(distinctive.path / TEACHER_FILE, map_location="cpu")
             student.load_state_dict({k.removeprefix("backbone."): v for k, v in pretrained.items()
                                      if k.startswith("backbone.") and not k.startswith("backbone.fc.")}, strict=False)  # fmt: skip
-        self.state = session.restore()
-        net = methods.Net(student, channels_last=cfg.channels_last)
-        if self.state is not None:
-            net.load_state_dict(self.state["nets"]["primary"])
-        self.net = session.prepare(net)
-        pool = len(ctx.split.unlabeled)
-        self.steps = epoch_steps(cfg, pool, cfg.mu * cfg.batch_size * session.world_size)
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.schedule = PaperSchedule(self.optimizer, cfg.lr, round(cfg.warmup_epochs), self.steps)
-        if self.state is not None:
-            self.optimizer.load_state_dict(self.state["optimizer"])
-            self.schedule.load_state_dict(self.state["schedule"])
-        self.autocast = ctx.autocast()
+        self.nets: dict[str, nn.Module] = {"primary": trained_net(cfg, student)}
+        self.data = RunData(index, split, ctx.reader, ctx.test_set(("primary",), session.rank, session.world_size))
+        self.steps = epoch_steps(cfg, len(split.unlabeled), cfg.mu * cfg.batch_size * session.world_size)
+        self.row: dict[str, Any] = {"stage": "student"}
 
-    def train(self) -> None:
-        cfg, session = self.cfg, self.session
-        start = 1 if self.state is None else self.state["epoch"] + 1
-        if start > cfg.epochs and self.state is not None:
-            session.report(self.state["metrics"], None)  # restored after its last epoch: tell the scheduler again
-        test = self.ctx.test_loader(("primary",), session.rank, session.world_size)
-        startup = {"startup_s": session.startup_s, "setup_s": time.time() - session.started}
-        for epoch in range(start, cfg.epochs + 1):
-            started = time.perf_counter()
-            seed_epoch(cfg, epoch, session.rank)
-            sums = self.epoch(epoch)
-            train_time = time.perf_counter() - started
-            # The loop's metrics, those without a meaning here NaN (mask rates, the contrastive loss); the
-            # distillation is the unlabeled term, loss_pl.
-            metrics: dict[str, Any] = {**dict.fromkeys(METRICS, math.nan), **evaluate({"primary": self.net}, test, session, self.autocast)}
-            steps, clips, loss, supervised, distilled = session.all_reduce(torch.stack(sums)).tolist()
-            self.schedule.after_epoch(loss / steps)
-            metrics.update(
-                stage="student", epoch=epoch, loss=loss / steps, loss_sup=supervised / steps, loss_pl=distilled / steps,
-                epoch_time_s=time.perf_counter() - started, clips_per_s=clips / train_time, lr=self.schedule.current,
-                split_hash=self.ctx.split.split_hash, videos_missing=len(self.ctx.index.missing),
-                videos_skipped=len(self.ctx.reader.failed), **startup,
-            )  # fmt: skip
-            startup = dict.fromkeys(startup, math.nan)
-            checkpoint = None
-            if session.rank == 0:
-                log.info("student: epoch %d/%d  top1 %.1f  loss %.3f (ce %.3f, distill %.4f)  %.1f s", epoch, cfg.epochs,
-                         metrics["top1"], metrics["loss"], metrics["loss_sup"], metrics["loss_pl"], metrics["epoch_time_s"])  # fmt: skip
-                checkpoint = {
-                    "epoch": epoch, "nets": {"primary": unwrap(self.net).state_dict()}, "optimizer": self.optimizer.state_dict(),
-                    "schedule": self.schedule.state_dict(), "split_hash": self.ctx.split.split_hash,
-                    "config": cfg.model_dump(), "metrics": metrics,
-                }  # fmt: skip
-            session.report(metrics, checkpoint)
+    def optimizers(self, nets: dict[str, nn.Module]) -> Optimizers:
+        cfg = self.cfg
+        return Optimizers.paper(nets, cfg.lr, cfg.weight_decay, round(cfg.warmup_epochs), self.steps, cfg.grad_clip)
 
-    def epoch(self, epoch: int) -> list[torch.Tensor]:
-        """One epoch's steps; the sums of steps, clips, loss, cross entropy and distillation, on the device."""
-        cfg, session = self.cfg, self.session
-        self.net.train()
+    def train_epoch(self, nets: dict[str, nn.Module], optimizers: Optimizers, autocast: contextlib.AbstractContextManager,
+                    epoch: int, session: Session) -> Sums:  # fmt: skip
+        """One epoch's steps; the distillation is the sums' unlabeled term, ``loss_pl``."""
+        cfg, net = self.cfg, nets["primary"]
+        net.train()
         shard = session.rank, session.world_size
         labeled = endless_batches(self.labeled, cfg.batch_size, cfg, epoch, 0, *shard)
         unlabeled = endless_batches(self.unlabeled, cfg.mu * cfg.batch_size, cfg, epoch, 1, *shard)
-        sums = [torch.zeros((), dtype=torch.float64, device=session.device) for _ in range(5)]
+        sums = new_sums()
         for _ in range(self.steps):
             lab = self.finish(to_device(next(labeled), session.device))
             unl = self.finish(to_device(next(unlabeled), session.device))
             clips = torch.cat([lab["primary_labeled"], unl["primary_clip"]])
             s = torch.cat([self.s["labeled"][lab["index"]], self.s["unlabeled"][unl["index"]]])
-            with self.autocast:
-                logits, _ = self.net(clips)
+            with autocast:
+                logits, _ = net(clips)
                 with torch.no_grad():
                     p_i, p_d = (t(clips).float().softmax(dim=-1) for t in self.teachers.values())
             labels = lab["label"]
             logits = logits.float()
             loss, supervised, distilled = student_losses(logits[: len(labels)], labels, logits, p_i, p_d, s, cfg.omega)
-            self.optimizer.zero_grad(set_to_none=True)
+            optimizers.zero_grad()
             loss.backward()
-            if cfg.grad_clip is not None:
-                nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
-            self.optimizer.step()
-            self.schedule.after_step()
-            for i, value in enumerate((1, len(clips), loss.detach(), supervised.detach(), distilled.detach())):
-                sums[i] += value
+            optimizers.step()
+            add_step(sums, methods.StepLosses(loss=loss, loss_sup=supervised, loss_pl=distilled), len(clips))
         return sums

@@ -9,7 +9,7 @@ from trainable.methods.supervised import Supervised
 
 METHODS: dict[str, type[Method]] = {m.name: m for m in (Supervised, FixMatch, CMPL, ActNetFormer)}
 # A method the config accepts but no class implements would fail only when a trial starts. Pipeline methods
-# (declared with stages) train in their own module (``trainable.loop.run`` hands them on), not with this step.
+# (declared with stages) have a trainer of their own (``trainable.loop.PIPELINES``), not this step.
 STEPPED = [name for name, spec in catalog.METHODS.items() if not spec.stages]
 if list(METHODS) != STEPPED:
     raise ImportError(f"trainable.methods implements {list(METHODS)} but trainable.catalog declares {STEPPED}")

@@ -66,14 +66,14 @@ class Method:
     """Base of every method; a subclass names its declaration, ``class CMPL(Method, spec=catalog.CMPL)``.
 
     The structure lives in ``trainable.catalog`` so that validating a config needs no torch; it is copied
-    onto the class here (``name``, ``models``, ``teachers``, ``contrastive``, ``default_aux``, see
+    onto the class here (``name``, ``models``, ``labelled_by``, ``contrastive``, ``default_aux``, see
     ``MethodSpec``) so the step reads it as plain attributes and nothing is declared twice.
     """
 
     spec: ClassVar[MethodSpec]
     name: ClassVar[str]
     models: ClassVar[tuple[str, ...]]
-    teachers: ClassVar[Mapping[str, str]]
+    labelled_by: ClassVar[Mapping[str, str]]
     contrastive: ClassVar[bool]
     default_aux: ClassVar[str | None]
 
@@ -86,7 +86,7 @@ class Method:
 
     @property
     def uses_unlabeled(self) -> bool:
-        return bool(self.teachers)
+        return bool(self.labelled_by)
 
     def forward(
         self,
@@ -138,15 +138,15 @@ class Method:
         """
         loss_sup = sum(losses.supervised_loss(logits[m]["labeled"], labels) for m in self.models)
         step = StepLosses(loss=loss_sup, loss_sup=loss_sup)
-        if self.teachers:
+        if self.labelled_by:
             terms = []
-            for student, teacher in self.teachers.items():
+            for student, labeller in self.labelled_by.items():
                 term, mask = losses.cross_pseudo_label_loss(
-                    logits[student]["strong"], logits[teacher]["weak"], weights.threshold
+                    logits[student]["strong"], logits[labeller]["weak"], weights.threshold
                 )
                 terms.append(term)
                 step.masks[student] = mask
-                step.pseudo_labels[student] = logits[teacher]["weak"].detach().argmax(dim=-1)
+                step.pseudo_labels[student] = logits[labeller]["weak"].detach().argmax(dim=-1)
             step.loss_pl = sum(terms)
             step.loss = step.loss + weights.gamma * step.loss_pl
         if self.contrastive and projections:

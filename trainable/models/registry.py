@@ -11,12 +11,14 @@ from trainable.catalog import BACKBONES
 
 
 class VideoClassifier(Protocol):
-    """The surface every backbone has (timm's convention), so methods never special-case a family.
+    """The surface every backbone has (timm's convention), so the stepped methods never special-case a family.
 
-    Input clips are ``(batch, channels, frames, height, width)``.
+    Input clips are ``(batch, channels, frames, height, width)``. TimeBalance's teachers need more than this
+    surface (every time step's features, ``ResNet3d.forward_temporal``), so that method accepts 3D-ResNets only.
     """
 
     num_features: int
+    prefers_channels_last: bool  # whether ``channels_last`` (channels_last_3d memory format) applies to it
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled clip feature ``(batch, num_features)``: what the contrastive projection reads."""

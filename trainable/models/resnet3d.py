@@ -1,8 +1,8 @@
 """3D ResNets assembled from pytorchvideo's stem and stage builders.
 
-One builder, ``create_resnet3d``, covers the paper's slow-only 3D-ResNet50 (bottleneck blocks), the
-3D-ResNet18 of the pairing ablation (basic blocks; pytorchvideo ships no depth 18) and the tiny CPU
-variants (same code, smaller widths and depths). With the ResNet50 arguments it builds exactly the
+One class, ``ResNet3d``, covers the paper's slow-only 3D-ResNet50 (bottleneck blocks), the 3D-ResNet18 of
+the pairing ablation (basic blocks, ``create_basic_block``: pytorchvideo ships no depth 18) and the tiny CPU
+variants (same code, smaller widths and depths, ``TINY``); the registered builders below choose its arguments. With the ResNet50 arguments it builds exactly the
 layers of ``pytorchvideo.models.resnet.create_resnet(model_depth=50, stem_conv_kernel_size=(1,7,7))``;
 only the head is our own, so that the pooled feature is reachable for the contrastive projection.
 """
@@ -68,6 +68,8 @@ def create_basic_block(
 
 class ResNet3d(nn.Module):
     """Stem and residual stages, then global average pooling, dropout and a linear classifier."""
+
+    prefers_channels_last = True  # 3D convolutions: the layout GPU kernels for them prefer (config ``channels_last``)
 
     def __init__(
         self,

@@ -49,6 +49,8 @@ class DividedSpaceTimeBlock(nn.Module):
 class TimeSformer(nn.Module):
     """Video transformer over ``frames`` frames of ``size``×``size`` pixels cut into square patches."""
 
+    prefers_channels_last = False  # patches are cut by one strided convolution, then it is all matrix products
+
     def __init__(
         self,
         *,
