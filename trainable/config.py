@@ -50,7 +50,7 @@ KEY_GROUPS: dict[str, tuple[str, ...]] = {
         "method", "primary_backbone", "scale", "dataset", "data_root", "synthetic_root", "split", "labeled_per_class",
         "labeled_fraction", "split_seed", "synthetic_classes", "synthetic_train_per_class", "synthetic_test_per_class",
         "synthetic_frames", "synthetic_size", "synthetic_distractors", "synthetic_noise", "synthetic_scene_bias",
-        "synthetic_seed", "cache_decoded", "primary_frames", "primary_stride", "input_size", "scale_min", "scale_max",
+        "synthetic_seed", "cache_decoded", "video_reader", "primary_frames", "primary_stride", "input_size", "scale_min", "scale_max",
         "views_clips", "views_crops", "batch_size", "mu", "batchnorm", "lr", "weight_decay", "warmup_epochs", "epochs",
         "steps_per_epoch", "grad_clip", "precision", "loader_workers", "pin_memory", "channels_last", "compile", "seed",
     ),
