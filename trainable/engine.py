@@ -273,8 +273,8 @@ def drive(cfg: TrainConfig, session: Session, build: Callable[[TrainConfig, Sess
         checkpoint = None
         if session.rank == 0:
             log.info(
-                "%s epoch %d/%d  top1 %.1f  aux_top1 %.1f  loss %.3f (sup %.3f, pl %.4f)  mask %.2f/%.2f  pl_acc %.2f/%.2f  %.1f s",
-                cfg.method, epoch, cfg.epochs, metrics["top1"], metrics["aux_top1"], metrics["loss"], metrics["loss_sup"],
+                "epoch %d/%d (%s)  top1 %.1f  aux_top1 %.1f  loss %.3f (sup %.3f, pl %.4f)  mask %.2f/%.2f  pl_acc %.2f/%.2f  %.1f s",
+                epoch, cfg.epochs, cfg.method, metrics["top1"], metrics["aux_top1"], metrics["loss"], metrics["loss_sup"],
                 metrics["loss_pl"], metrics["mask_rate_primary"], metrics["mask_rate_aux"], metrics["pl_acc_primary"],
                 metrics["pl_acc_aux"], metrics["epoch_time_s"],
             )  # fmt: skip
