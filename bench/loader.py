@@ -50,7 +50,7 @@ from trainable.data.index import VideoRecord  # noqa: E402
 from trainable.data.video import DECODERS, VideoReader, count_frames, decode, missing_torchcodec  # noqa: E402
 
 CLIPS = {"primary": ClipSpec(8, 8), "aux": ClipSpec(8, 4)}
-OPTIONS = transforms.SpatialOptions(input_size=224, scale_min=256, scale_max=320)
+OPTIONS = transforms.SpatialOptions(input_size=224, resize_min=256, resize_max=320)
 VIDEOS = {  # name: (width, height, fps, frames, codec, file)
     "UCF-like 320x240 7.4 s": (320, 240, 25, 186, "mpeg4", "ucf.avi"),
     "Kinetics-like 340x256 10 s": (340, 256, 30, 300, "libx264", "k400.mp4"),
@@ -99,7 +99,7 @@ def rates(paths: dict[str, tuple[Callable[[int], object], int]], items: int) -> 
 
 def old_views(opts: transforms.SpatialOptions) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
     """The augmentation as the loader did all of it before: uint8 ``(T, H, W, C)`` to float ``(C, T, H, W)``."""
-    weak = [v2.RandomResize(opts.scale_min, opts.scale_max + 1, antialias=True), v2.RandomCrop(opts.input_size),
+    weak = [v2.RandomResize(opts.resize_min, opts.resize_max + 1, antialias=True), v2.RandomCrop(opts.input_size),
             v2.RandomHorizontalFlip()]  # fmt: skip
     strong = weak + [v2.RandAugment(num_ops=opts.randaug_ops, magnitude=opts.randaug_magnitude), transforms.normalise,
                      v2.RandomErasing(p=1.0, scale=(0.05, 0.2), value=0)]  # fmt: skip
@@ -119,7 +119,7 @@ def measure(path: str, items: int, decoders: list[str], cuda: bool = False) -> d
         name: TrainClips([VideoRecord(path=path, label=0, name="v")], VideoReader(decoder=name), CLIPS, {"weak": crop, "strong": crop})
         for name in decoders
     }
-    views: dict[str, transforms.View] = {f"{m}_{a}": "weak" if a == "weak" else "strong" for m in CLIPS for a in ("weak", "strong")}
+    views: dict[str, transforms.Augmentation] = {f"{m}_{a}": "weak" if a == "weak" else "strong" for m in CLIPS for a in ("weak", "strong")}
     finish = transforms.DeviceFinish(OPTIONS, views)
     old = old_views(OPTIONS)
     count = count_frames(path)

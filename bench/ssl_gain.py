@@ -16,7 +16,7 @@ A seed picks both the labeled subset and the training's randomness; pairing by s
     python bench/ssl_gain.py --methods supervised,timebalance --set synthetic_classes=12 --runs bench-runs
 
 ``--noise`` also trains, for every method, the first seed's labeled subset with every seed's training randomness
-(``split_seed`` fixed) and the first seed's randomness on every seed's subset, and splits the variance of a score
+(``labeled_seed`` fixed) and the first seed's randomness on every seed's subset, and splits the variance of a score
 and of the paired gain into the evaluation sample (binomial, from the test set's size), the training seed with
 the labeled subset fixed, and the labeled subset (see ``noise_table``).
 
@@ -43,6 +43,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import yaml
+
+from trainable.config import identity_names, renamed
 
 # The benchmark's base config: the paper's pairing at CPU size (``scale: tiny`` builds every backbone small and
 # sets 32-pixel inputs, 8-frame clips and one test view), on a synthetic set with scene bias (README, "The
@@ -105,9 +107,9 @@ def _train(job: tuple[str, int, dict[str, Any], Path | None]) -> dict[str, Any]:
     stage_root = str(path.parent / "stages") if path is not None else None
     session = run_local({**config, "seed": seed}, on_report=history.append, stage_root=stage_root)
     run = {"variant": variant, "seed": seed, "config": config, "wall_s": time.perf_counter() - started, "history": history}
-    stages = session.stage_sink.stages
+    stages = session.stages.sink.stages
     if stages:  # a pipeline method: which stage results it used, their epochs, and TimeBalance's s per class
-        run.update(stages=stages, stage_epochs=session.stage_sink.epochs)
+        run.update(stages=stages, stage_epochs=session.stages.sink.epochs)
         tuned = Path(next(s["path"] for s in stages if s["stage"] == "finetune_teachers")) / "similarity.json"
         run["similarity_by_class"] = json.loads(tuned.read_text())["by_class"]
     if path is not None:  # written whole, then renamed: a killed benchmark leaves no half file to skip
@@ -120,9 +122,11 @@ def _train(job: tuple[str, int, dict[str, Any], Path | None]) -> dict[str, Any]:
 def run_file(folder: Path, variant: str, seed: int, config: dict[str, Any]) -> Path:
     """Where one run's result lives: named by its variant, seeds and a hash of its whole config, so a changed
     config is a new run and an unchanged one is never trained twice."""
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
-    split = f"-split{config['split_seed']}" if "split_seed" in config else ""
-    return folder / f"{variant}-seed{seed}{split}-{digest}.json"
+    # Named as before the keys' rename (``identity_names``; ``-split<n>`` for the labeled seed), so that runs
+    # recorded then are found.
+    digest = hashlib.sha256(json.dumps(identity_names(config), sort_keys=True).encode()).hexdigest()[:10]
+    subset = f"-split{config['labeled_seed']}" if "labeled_seed" in config else ""
+    return folder / f"{variant}-seed{seed}{subset}-{digest}.json"
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -154,19 +158,20 @@ def _fmt(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
-def _config(base: dict[str, Any], variant: str, bias: float, seed: int, split: int) -> dict[str, Any]:
-    """A run's config; ``split_seed`` only where the labeled subset is not the seed's own (the default's runs)."""
+def _config(base: dict[str, Any], variant: str, bias: float, seed: int, subset: int) -> dict[str, Any]:
+    """A run's config; ``labeled_seed`` only where the labeled subset is not the seed's own (the default's runs)."""
     config = {**base, "synthetic_scene_bias": bias, **VARIANTS[variant]}
-    return config if split == seed else {**config, "split_seed": split}
+    return config if subset == seed else {**config, "labeled_seed": subset}
 
 
 def plan(variants: list[str], seeds: list[int], biases: list[float], noise: bool) -> list[tuple[str, int, int, float]]:
-    """Every (variant, seed, labeled split, scene bias) to train: each seed on its own split, and with ``noise`` the
-    first seed's split under every seed's training and the first seed's training on every seed's split."""
+    """Every (variant, seed, labeled subset's seed, scene bias) to train: each seed on its own subset, and with
+    ``noise`` the first seed's subset under every seed's training and the first seed's training on every seed's
+    subset."""
     pairs = [(s, s) for s in seeds]
     if noise:
         pairs += [(s, seeds[0]) for s in seeds[1:]] + [(seeds[0], s) for s in seeds[1:]]
-    return [(v, seed, split, bias) for bias in biases for seed, split in pairs for v in variants]
+    return [(v, seed, subset, bias) for bias in biases for seed, subset in pairs for v in variants]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -204,8 +209,8 @@ def main(argv: list[str] | None = None) -> None:
     runs, jobs = [], []
     if args.runs:
         args.runs.mkdir(parents=True, exist_ok=True)
-    for v, seed, split, bias in plan(variants, seeds, biases, args.noise):
-        config = _config(base, v, bias, seed, split)
+    for v, seed, subset, bias in plan(variants, seeds, biases, args.noise):
+        config = _config(base, v, bias, seed, subset)
         path = run_file(args.runs, v, seed, config) if args.runs else None
         if path is not None and path.exists():
             runs.append(json.loads(path.read_text()))
@@ -220,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     with mp.get_context("spawn").Pool(args.jobs) as pool:
         for done, run in enumerate(pool.imap_unordered(_train, jobs), 1):
             print(
-                f"  [{done}/{len(jobs)}] {run['variant']:>16} seed {run['seed']} split {split_of(run)} scene bias "
+                f"  [{done}/{len(jobs)}] {run['variant']:>16} seed {run['seed']} subset {subset_of(run)} scene bias "
                 f"{run['config']['synthetic_scene_bias']}: score {score(run, args.score_epochs):.1f}  final top1 "
                 f"{run['history'][-1]['top1']:.1f}  aux_top1 {run['history'][-1]['aux_top1']:.1f}  ({run['wall_s']:.0f} s, "
                 f"{time.perf_counter() - started:.0f} s in)",
@@ -232,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
         args.out.write_text(json.dumps({"base": base, "runs": runs}, indent=1, default=str))
 
     at_base = [r for r in runs if r["config"]["synthetic_scene_bias"] == biases[0]]
-    own = [r for r in at_base if split_of(r) == r["seed"]]  # each seed on its own labeled subset
+    own = [r for r in at_base if subset_of(r) == r["seed"]]  # each seed on its own labeled subset
     scores = {(r["variant"], r["seed"]): score(r, args.score_epochs) for r in own}
     print(f"\n{table(own, variants, {**base, 'synthetic_scene_bias': biases[0]}, args.score_epochs)}")
     steps = order_steps(variants)
@@ -252,9 +257,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nwall {time.perf_counter() - started:.0f} s")
 
 
-def split_of(run: dict[str, Any]) -> int:
-    """The seed of a run's labeled subset: its own seed unless ``split_seed`` fixed another."""
-    return run["config"].get("split_seed", run["seed"])
+def subset_of(run: dict[str, Any]) -> int:
+    """The seed of a run's labeled subset: its own seed unless ``labeled_seed`` fixed another (``split_seed`` in a
+    run recorded before the rename)."""
+    return renamed(run["config"])[0].get("labeled_seed", run["seed"])
 
 
 def score(run: dict[str, Any], epochs: int) -> float:
@@ -330,27 +336,27 @@ def variance_sources(runs: list[dict[str, Any]], variants: list[str], first: int
     - ``evaluation``: the binomial variance of one score on the test set's n videos (for a gain, the two methods'
       sum: the most it can be, were their errors on the test videos independent; shared hard videos make it less);
     - ``training``: the spread over training seeds on the first seed's labeled subset, less the evaluation part;
-    - ``split``: the spread over labeled subsets under the first seed's training, less the training spread (a new
+    - ``subset``: the spread over labeled subsets under the first seed's training, less the training spread (a new
       subset also reshuffles the training, so its spread holds both);
     - ``total``: the spread of the default's runs, each seed on its own subset (what the ordering's intervals see);
     - ``unexplained``: the total less the three: how training and subset interact, and the estimates' own noise.
     """
-    by = {(r["variant"], r["seed"], split_of(r)): r for r in runs}
+    by = {(r["variant"], r["seed"], subset_of(r)): r for r in runs}
     seeds = sorted({s for _, s, k in by if k == first} | {k for _, s, k in by if s == first})
 
     def group(values: dict[int, float]) -> tuple[float, int]:
         return (statistics.variance(values.values()) if len(values) > 1 else math.nan), len(values)
 
     def sources(value: "Callable[[int, int], float | None]", evaluation: "Callable[[int, int], float | None]") -> dict[str, Any]:
-        cells = {"training": {s: value(s, first) for s in seeds}, "split": {k: value(first, k) for k in seeds},
+        cells = {"training": {s: value(s, first) for s in seeds}, "subset": {k: value(first, k) for k in seeds},
                  "total": {s: value(s, s) for s in seeds}}  # fmt: skip
         cells = {name: {k: v for k, v in cell.items() if v is not None} for name, cell in cells.items()}
-        (train, n_train), (split, n_split), (total, n_total) = (group(cells[n]) for n in ("training", "split", "total"))
+        (train, n_train), (subset, n_subset), (total, n_total) = (group(cells[n]) for n in ("training", "subset", "total"))
         evals = [e for s in seeds for e in (evaluation(s, first), evaluation(first, s), evaluation(s, s)) if e is not None]
         ev = statistics.mean(evals) if evals else math.nan
-        parts = {"evaluation": ev, "training": train - ev, "split": split - train}
+        parts = {"evaluation": ev, "training": train - ev, "subset": subset - train}
         return {**parts, "unexplained": total - sum(parts.values()), "total": total,
-                "runs": {"training": n_train, "split": n_split, "total": n_total}, "values": cells}  # fmt: skip
+                "runs": {"training": n_train, "subset": n_subset, "total": n_total}, "values": cells}  # fmt: skip
 
     def one(v: str) -> Callable[[int, int], float | None]:
         return lambda s, k: score(by[v, s, k], epochs) if (v, s, k) in by else None
@@ -372,7 +378,7 @@ def variance_sources(runs: list[dict[str, Any]], variants: list[str], first: int
 NOISE_ROWS = {
     "evaluation": "evaluation sample (binomial, the test set's n videos)",
     "training": "training seed, labeled subset fixed",
-    "split": "labeled subset, training seed fixed",
+    "subset": "labeled subset, training seed fixed",
     "unexplained": "not explained by the three (interaction, estimates' noise)",
     "total": "all of it: each seed on its own subset",
 }
@@ -403,7 +409,7 @@ def noise_table(noise: dict[str, dict[str, Any]], variants: list[str], first: in
     low, high = ((n - 1) / stats.chi2.ppf(q, n - 1) for q in (0.975, 0.025)) if n > 1 else (math.nan, math.nan)
     return "\n".join([
         f"where the score's spread comes from, sd in top-1 points (variance share of the total): {counts['training']} "
-        f"training seeds on seed {first}'s labeled subset, {counts['split']} subsets under seed {first}'s training, "
+        f"training seeds on seed {first}'s labeled subset, {counts['subset']} subsets under seed {first}'s training, "
         f"{counts['total']} seeds on their own subsets", *_markdown(rows),
         f"a variance from {n} runs is itself uncertain: its 95 % interval spans {low:.2f}× to {high:.1f}× the estimate "
         f"(χ², {n - 1} degrees of freedom), so shares within that factor of each other are not told apart",
@@ -445,7 +451,7 @@ def beta_table(runs: list[dict[str, Any]], biases: list[float], epochs: int) -> 
 
     rows = [["scene bias", "β = 0 score", "β = 2 score", "β2 − β0", "95% CI", "verdict", "β = 0 aux_top1", "β = 2 aux_top1"]]
     for bias in biases:
-        mine = [r for r in runs if r["config"]["synthetic_scene_bias"] == bias and split_of(r) == r["seed"]]
+        mine = [r for r in runs if r["config"]["synthetic_scene_bias"] == bias and subset_of(r) == r["seed"]]
         scores = {(r["variant"], r["seed"]): score(r, epochs) for r in mine}
         aux = {(r["variant"], r["seed"]): r["history"][-1]["aux_top1"] for r in mine}
         diff = stats.paired_difference(_by_seed(scores, "actnetformer"), _by_seed(scores, "actnetformer_b0"))

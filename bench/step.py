@@ -52,7 +52,7 @@ def config(args: argparse.Namespace) -> TrainConfig:
     if args.scale == "full":
         frames, size = frames or 4, size or 64
     clips = {"primary_frames": frames, "aux_frames": frames} if frames else {}
-    pixels = {"input_size": size, "scale_min": size, "scale_max": size} if size else {}
+    pixels = {"input_size": size, "resize_min": size, "resize_max": size} if size else {}
     return TrainConfig.parse(
         {
             "method": "actnetformer",

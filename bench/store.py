@@ -60,7 +60,7 @@ def simulate(store: Store, trials: int, epochs: int, concurrent: int) -> list[fl
         for trial_id, trial in list(running.items()):
             trial.epoch += 1
             metrics = {k: rng.random() * 100 for k in REPORTED}
-            metrics.update(epoch=trial.epoch, split_hash="abc123", videos_missing=0, videos_skipped=0)
+            metrics.update(epoch=trial.epoch, subset_hash="abc123", videos_missing=0, videos_skipped=0)
             writer = EpochWriter(store, search_id, trial_id, trial.config["seed"])
             started = time.perf_counter()
             writer.write(metrics, f"{store.uri}/train/bench/train-{trial_id}/checkpoint_{trial.epoch}")

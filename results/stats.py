@@ -2,7 +2,7 @@
 
 A table of means over three seeds ranks every configuration, but a gap of a point between two of them is often the
 seeds' noise: seed-to-seed spread in semi-supervised training is of the same size as the effects searched for. Two
-configurations run on the same seeds share the seed's luck (its labeled split, its initialisation), so the
+configurations run on the same seeds share the seed's luck (its labeled subset, its initialisation), so the
 difference seed by seed is much less noisy than either mean; every comparison here is therefore paired by seed.
 
 - ``mean_ci``: the t interval of a configuration's mean over its seeds;

@@ -36,6 +36,7 @@ import duckdb
 import pyarrow as pa
 
 from results.store import KEYS, ORDER, PARTITION, TABLES, Store
+from trainable.config import RENAMED_KEYS, RENAMED_VALUES
 from trainable.metrics import METRICS
 
 # The trial summary's best values: higher is better for accuracies, lower for losses.
@@ -48,6 +49,10 @@ LATER = {
     "stages": {"stage_key": "VARCHAR", "reused": "BOOLEAN", "recorded_at": "VARCHAR"},
     "trials": {"revision": "BIGINT"},
 }
+# Columns renamed since (a config key: ``trainable.config.RENAMED_KEYS``; the labeled subset's hash), read from an
+# older part under today's name, the two merged where a search's parts have both; and config values renamed.
+RENAMED = {"trials": RENAMED_KEYS, "epochs": {"split_hash": "subset_hash"}}
+RENAMED_IN = {"trials": RENAMED_VALUES}
 # The trial columns derived from the stages table.
 STAGE_COLUMNS = ("stages_built", "stages_reused", "stage_keys")
 
@@ -107,11 +112,29 @@ def _latest(con: duckdb.DuckDBPyConnection, view: str, table: str, store: Store,
     latest = f"{scan} QUALIFY row_number() OVER (PARTITION BY {', '.join(KEYS[table])} ORDER BY {ORDER} DESC) = 1"
     con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS {latest}")
     columns = [row[0] for row in con.execute(f"DESCRIBE {view}").fetchall()]
+    latest, columns = _renamed(con, view, table, latest, columns)
     missing = [c for c in LATER.get(table, {}) if c not in columns]
     if missing:  # read again only for a store that needs it
         added = ", ".join(f"NULL::{LATER[table][c]} AS {_ident(c)}" for c in missing)
         con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT *, {added} FROM ({latest})")
     return columns + missing
+
+
+def _renamed(con: duckdb.DuckDBPyConnection, view: str, table: str, latest: str, columns: list[str]) -> tuple[str, list[str]]:
+    """``view`` again with ``RENAMED`` columns under today's names and ``RENAMED_IN`` values as today's, for a store
+    with parts written before a rename; the query and columns it then has."""
+    old = {o: n for o, n in RENAMED.get(table, {}).items() if o in columns}
+    values = {k: m for k, m in RENAMED_IN.get(table, {}).items() if k in columns}
+    if not old and not values:
+        return latest, columns
+    exprs = [f"coalesce({_ident(n)}, {_ident(o)}) AS {_ident(n)}" if n in columns else f"{_ident(o)} AS {_ident(n)}" for o, n in old.items()]
+    for key, mapping in values.items():
+        cases = " ".join(f"WHEN {_literal(o)} THEN {_literal(n)}" for o, n in mapping.items())
+        exprs.append(f"CASE {_ident(key)} {cases} ELSE {_ident(key)} END AS {_ident(key)}")
+    dropped = [*old, *(n for n in old.values() if n in columns), *values]
+    latest = f"SELECT * EXCLUDE ({', '.join(map(_ident, dropped))}), {', '.join(exprs)} FROM ({latest})"
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS {latest}")
+    return latest, [c for c in columns if c not in dropped] + [*old.values(), *values]
 
 
 def connect(

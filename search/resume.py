@@ -20,15 +20,17 @@ from typing import Any
 from results.store import Store
 from results.tables import connect, retrying
 from search.space import Space
-from trainable.config import TrainConfig
+from trainable.config import TrainConfig, identity_names
 
 ENDED = ("completed", "stopped")
 
 
 def config_key(values: dict[str, Any]) -> str:
-    """A trial's identity: its full, validated config (defaults filled in), hashed."""
+    """A trial's identity: its full, validated config (defaults filled in), hashed under the key names trial ids
+    were first made with (``identity_names``), so that a renamed key changes no stored trial's identity (the
+    store's views read an old row's columns under today's names: ``results.tables``)."""
     config = TrainConfig.parse({k: v for k, v in values.items() if k in TrainConfig.model_fields}).model_dump()
-    return hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha1(json.dumps(identity_names(config), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def group_key(values: dict[str, Any]) -> str:

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from trainable import catalog
-from trainable.config import ConfigError, TrainConfig, format_errors, refuse_booleans
+from trainable.config import RENAMED_VALUES, ConfigError, TrainConfig, format_errors, refuse_booleans, renamed
 from trainable.metrics import METRICS
 
 KINDS = ("choice", "grid", "uniform", "loguniform", "int")
@@ -203,6 +203,8 @@ class Space:
     overrides: dict[str, Any] = field(default_factory=dict)
     # Keys the file sets that ``--set scale=tiny`` fills in instead (``preset_keys``), left out of every cell.
     dropped: frozenset[str] = frozenset()
+    # The renamed keys and values the file or the overrides used, each a line saying the new name.
+    renames: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -304,6 +306,7 @@ def load(
         raise SpaceError(f"{source}: not valid YAML{where}: {problem}") from None
     if not isinstance(raw, dict):
         raise SpaceError(f"{source}: the top level must be a mapping with at least 'name'")
+    raw, overrides, renames = _today(source, raw, dict(overrides or {}))
     if seeds is not None:
         raw = {**raw, "seeds": seeds}
     if resources:
@@ -313,7 +316,6 @@ def load(
     except ValidationError as exc:
         raise SpaceError(format_errors(exc, source, SpaceFile)) from None
 
-    overrides = dict(overrides or {})
     dropped = preset_keys(overrides)
     base = {**{k: v for k, v in spec.base.items() if k not in dropped}, **overrides}
     problems = _check_config(base, source, "base")
@@ -337,7 +339,7 @@ def load(
         problems += _check_config({**base, **cell, **overrides}, source, f"cells[{i}]")
     if problems:
         raise SpaceError("\n".join(dict.fromkeys(problems)))
-    space = Space(path=source, text=text, spec=spec, base=base, overrides=overrides, dropped=dropped)
+    space = Space(path=source, text=text, spec=spec, base=base, overrides=overrides, dropped=dropped, renames=renames)
     if spec.scheduler.type != "none" and space.max_t > space.epochs:
         raise SpaceError(f"{source}: scheduler.max_t: must be <= epochs ({space.epochs}), got {space.max_t}")
     if spec.scheduler.type != "none" and spec.scheduler.grace_period > space.max_t:
@@ -346,6 +348,41 @@ def load(
             f"(max_t, default epochs: {space.max_t}), got {spec.scheduler.grace_period}"
         )
     return space
+
+
+def _today(source: str, raw: dict[str, Any], overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], tuple[str, ...]]:
+    """The file's config keys and values (base, space, cells, paper values) and the overrides under today's names
+    (``trainable.config.renamed``), and a line for each old one: a space written before a rename runs as it did,
+    and ``search check`` says what to rename. A key given under both names is refused."""
+    notes: list[str] = []
+
+    def under(where: str, values: Any) -> Any:
+        if not isinstance(values, dict):
+            return values  # the schema says what is wrong with it
+        try:
+            new, said = renamed(values)
+        except ValueError as exc:
+            raise SpaceError(f"{source}: {where}{exc}") from None
+        notes.extend(f"{source}: {where}{line}" for line in said)
+        return new
+
+    raw = dict(raw)
+    for section in ("base", "space"):
+        if section in raw:
+            raw[section] = under(f"{section}.", raw[section])
+    if isinstance(raw.get("space"), dict):  # a varied key's renamed values, e.g. batchnorm: {grid: [split, joint]}
+        for key, mapping in RENAMED_VALUES.items():
+            param = raw["space"].get(key)
+            if isinstance(param, dict):
+                raw["space"][key] = {kind: [mapping.get(v, v) if isinstance(v, str) else v for v in vs] if isinstance(vs, list) else vs
+                                     for kind, vs in param.items()}  # fmt: skip
+    if isinstance(raw.get("cells"), list):
+        raw["cells"] = [under(f"cells[{i}].", cell) for i, cell in enumerate(raw["cells"])]
+    paper = raw.get("paper")
+    if isinstance(paper, dict) and isinstance(paper.get("values"), list):
+        raw["paper"] = {**paper, "values": [under(f"paper.values[{i}].", v) for i, v in enumerate(paper["values"])]}
+    overrides = under("--set ", overrides)
+    return raw, overrides, tuple(dict.fromkeys(notes))
 
 
 def _check_config(values: dict[str, Any], source: str, where: str, only: str | None = None) -> list[str]:
@@ -410,7 +447,7 @@ def describe(space: Space) -> str:
 
 
 def warnings(space: Space) -> list[str]:
-    """Settings that run but make the scheduler's decisions unreliable, each naming its keys.
+    """Settings that run but make the scheduler's decisions unreliable, each naming its keys; and renamed keys.
 
     - A grace period inside the ramp of the unlabeled terms (``unsup_warmup_epochs``): the first rung then
       ranks what is mostly supervised training, before the pseudo-labels and the contrastive term act.
@@ -418,7 +455,7 @@ def warnings(space: Space) -> list[str]:
       noise is larger than most effects a search ranks.
     """
     spec = space.spec
-    out = []
+    out = list(space.renames)
     if spec.scheduler.type == "none":
         return out
     ramps = [float(space.base.get("unsup_warmup_epochs", TrainConfig.model_fields["unsup_warmup_epochs"].default))]

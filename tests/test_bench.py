@@ -62,10 +62,10 @@ def test_json_scores_gains_and_noise_sources_follow_from_the_runs(quick: list[st
                     "--json", str(result), "--out", str(history))  # fmt: skip
     saved, runs = json.loads(result.read_text()), json.loads(history.read_text())["runs"]
     # 3 seeds on their own subsets, 2 more training seeds on seed 0's subset, 2 more subsets under seed 0's training
-    assert len(runs) == 2 * 7 and {(r["seed"], r["config"].get("split_seed", r["seed"])) for r in runs} == {
+    assert len(runs) == 2 * 7 and {(r["seed"], r["config"].get("labeled_seed", r["seed"])) for r in runs} == {
         (0, 0), (1, 1), (2, 2), (1, 0), (2, 0), (0, 1), (0, 2)
     }
-    full = {(r["variant"], r["seed"], r["config"].get("split_seed", r["seed"])): [h["top1"] for h in r["history"]] for r in runs}
+    full = {(r["variant"], r["seed"], r["config"].get("labeled_seed", r["seed"])): [h["top1"] for h in r["history"]] for r in runs}
     scores = {(r["method"], r["seed"]): r["score"] for r in saved["runs"]}
     assert len(scores) == 6 and all(scores[m, s] == pytest.approx(sum(full[m, s, s]) / 2) for m, s in scores)
     (gain,) = saved["gains"]
@@ -75,12 +75,12 @@ def test_json_scores_gains_and_noise_sources_follow_from_the_runs(quick: list[st
     diff = stats.paired_difference(by_seed, {s: 0.0 for s in by_seed})
     assert gain["verdict"] == stats.claim_verdict(diff)
     noise = saved["noise"]["supervised"]
-    assert noise["runs"] == {"training": 3, "split": 3, "total": 3}
+    assert noise["runs"] == {"training": 3, "subset": 3, "total": 3}
     spread = lambda pairs: statistics.variance([sum(full["supervised", s, k]) / 2 for s, k in pairs])  # noqa: E731
     assert noise["total"] == pytest.approx(spread([(0, 0), (1, 1), (2, 2)]))
     training = spread([(0, 0), (1, 0), (2, 0)])
     assert noise["training"] == pytest.approx(training - noise["evaluation"])
-    assert noise["split"] == pytest.approx(spread([(0, 0), (0, 1), (0, 2)]) - training)
+    assert noise["subset"] == pytest.approx(spread([(0, 0), (0, 1), (0, 2)]) - training)
     assert noise["evaluation"] > 0 and "fixmatch − supervised" in saved["noise"]
     assert rows(printed, "| training seed, labeled subset fixed") and rows(printed, "| evaluation sample")
 

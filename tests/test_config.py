@@ -91,8 +91,8 @@ def test_catalog_matches_the_models_and_methods() -> None:
 # A value other than the default for every key, valid on its own (so a refusal can only be the method's).
 OTHER_VALUES: dict[str, Any] = {
     "aux_backbone": "resnet3d_18", "aux_optimizer": "adamw", "aux_lr": 0.5, "aux_weight_decay": 0.5,
-    "labeled_fraction": 0.5, "split_seed": 7, "steps_per_epoch": 3, "grad_clip": 1.0, "data_root": "/nowhere",
-    "synthetic_root": "/nowhere", "mu": 2, "beta": 1.0, "scale_min": 300, "primary_backbone": "resnet3d_18",
+    "labeled_fraction": 0.5, "labeled_seed": 7, "steps_per_epoch": 3, "grad_clip": 1.0, "data_root": "/nowhere",
+    "synthetic_root": "/nowhere", "mu": 2, "beta": 1.0, "resize_min": 300, "primary_backbone": "resnet3d_18",
 }  # fmt: skip
 
 
@@ -157,7 +157,7 @@ def test_a_run_reads_exactly_the_keys_its_method_declares(method: str, tiny_data
     for a method whose run never looks at it (``batchnorm`` for TimeBalance's student, once) fails here. (A run
     also reads keys into settings its method then ignores, such as the weights of terms it lacks; those are
     refused by the test above.)"""
-    values = tiny_config(tiny_dataset, method=method, epochs=1, steps_per_epoch=1, views_clips=1)
+    values = tiny_config(tiny_dataset, method=method, epochs=1, steps_per_epoch=1, test_clips=1)
     if method == "timebalance":
         values.update(scale="tiny", clips_per_video=2, ssl_batch_size=2)
     cfg = Recording.model_validate(values)
@@ -191,5 +191,73 @@ def test_set_scale_tiny_on_a_space_replaces_what_the_file_sets_for_it(tmp_path: 
     (tmp_path / "tau.yaml").write_text(text)
     space = load(str(tmp_path / "tau.yaml"), overrides={"dataset": "synthetic", "scale": "tiny", "primary_stride": 2})
     cfg = TrainConfig.parse({**space.base, **space.grid_cells()[0]})
-    assert (cfg.input_size, cfg.primary_frames, cfg.primary_stride, cfg.views_clips) == (32, 8, 2, 1)
+    assert (cfg.input_size, cfg.primary_frames, cfg.primary_stride, cfg.test_clips) == (32, 8, 2, 1)
     assert TrainConfig.parse(load(str(tmp_path / "tau.yaml")).base).input_size == 224  # without the --set
+
+
+# A space as written before the keys' rename: every old name and value, which must still run as it did.
+OLD_NAMES = {"resize_min": "scale_min", "resize_max": "scale_max", "test_clips": "views_clips", "test_crops": "views_crops"}
+
+
+def _old_named(text: str) -> str:
+    for new, old in OLD_NAMES.items():
+        text = text.replace(f"  {new}:", f"  {old}:")
+    return text.replace("base:\n", "base:\n  split_seed: 3\n  batchnorm: split\n", 1)
+
+
+def test_a_space_with_renamed_keys_still_checks_and_names_the_new_keys(tmp_path: Path) -> None:
+    """``search check`` on a space with the old names passes (exit 0) and warns once per old name with the new
+    one; the configuration it runs is the one the new names give."""
+    from search.space import load
+
+    root = Path(__file__).parents[1]
+    old = tmp_path / "old.yaml"
+    old.write_text(_old_named((root / "spaces/demo.yaml").read_text()))
+    out = subprocess.run([sys.executable, "-m", "search", "check", str(old), "--set", "scale_max=44"],
+                         capture_output=True, text=True, cwd=root)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    warned = [line for line in out.stdout.splitlines() if line.startswith("  warning: ") and " renamed " in line]
+    assert len(warned) == 7, out.stdout
+    assert f"{old}: base.split_seed: renamed labeled_seed" in out.stdout
+    assert f"{old}: base.batchnorm: 'split' renamed 'separate'" in out.stdout
+    assert f"{old}: --set scale_max: renamed resize_max" in out.stdout
+    new = load(root / "spaces/demo.yaml", {"resize_max": 44, "labeled_seed": 3, "batchnorm": "separate"})
+    assert TrainConfig.parse(load(old, {"scale_max": 44}).base) == TrainConfig.parse(new.base)
+
+
+def test_a_key_under_both_names_is_refused_in_one_line(tmp_path: Path) -> None:
+    root = Path(__file__).parents[1]
+    old = tmp_path / "both.yaml"
+    old.write_text((root / "spaces/demo.yaml").read_text().replace("  resize_min: 32\n", "  resize_min: 32\n  scale_min: 32\n"))
+    out = subprocess.run([sys.executable, "-m", "search", "check", str(old)], capture_output=True, text=True, cwd=root)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.strip() == f"error: {old}: base.scale_min: renamed resize_min, and both are given; keep only resize_min"
+
+
+def test_an_old_name_in_a_config_warns_and_means_the_new_key() -> None:
+    with pytest.warns(FutureWarning, match="views_clips: renamed test_clips"):
+        config = TrainConfig.parse({"views_clips": 2, "batchnorm": "split"})
+    assert (config.test_clips, config.batchnorm) == (2, "separate")
+
+
+def test_ids_are_hashed_under_the_names_they_were_first_made_with() -> None:
+    """A trial id and a stage key do not change with a rename: a store written before it resumes its trials and
+    reuses its stage results. (``bench/curves`` was written under the old names: its 36 trials are all found.)"""
+    import hashlib
+    import json
+
+    from results.store import Store
+    from results.tables import connect
+    from search.resume import Earlier, plan
+    from search.space import load
+    from trainable.stages import stage_key
+
+    root = Path(__file__).parents[1]
+    store = Store(str(root / "bench/curves"))
+    columns = {row[0] for row in connect(store, "curves").execute("DESCRIBE trials").fetchall()}
+    assert {"resize_min", "test_clips", "labeled_seed"} <= columns and not {"scale_min", "views_clips", "split_seed"} & columns
+    earlier = Earlier.load(store, "curves", "top1")
+    left = plan(load(root / "spaces/curves.yaml"), earlier)
+    assert len(earlier.trials) == len(left.ended) == 36 and left.points == []
+    before = hashlib.sha256(json.dumps({"stage": "s", "scale_min": 32, "split_hash": "ab"}, sort_keys=True).encode()).hexdigest()[:16]
+    assert stage_key("s", {"resize_min": 32, "subset_hash": "ab"}) == before

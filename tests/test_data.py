@@ -13,7 +13,7 @@ import torch
 from trainable.data import sampling, transforms
 from trainable.data.datasets import ClipSpec, ConsecutiveClips, EvalClips, TrainClips, consecutive_clips
 from trainable.data.index import VideoRecord
-from trainable.data.splits import labeled_split
+from trainable.data.subsets import labeled_subset
 from trainable.data.synthetic import MOTIONS, SyntheticSpec, ensure_synthetic, render
 from trainable.data.ucf101 import read_ucf101
 from trainable.data.video import DECODERS, Decoder, VideoDecodeError, VideoReader, decode
@@ -131,14 +131,14 @@ def test_flip_never_changes_a_synthetic_class() -> None:
 
 def test_labeled_split_is_deterministic_per_seed_and_differs_across_seeds(tiny_dataset: Path) -> None:
     train = read_ucf101(tiny_dataset).train
-    a, b, c = labeled_split(train, 2, seed=0), labeled_split(train, 2, seed=0), labeled_split(train, 2, seed=1)
-    assert [r.name for r in a.labeled] == [r.name for r in b.labeled] and a.split_hash == b.split_hash
-    assert a.split_hash != c.split_hash
+    a, b, c = labeled_subset(train, 2, seed=0), labeled_subset(train, 2, seed=0), labeled_subset(train, 2, seed=1)
+    assert [r.name for r in a.labeled] == [r.name for r in b.labeled] and a.subset_hash == b.subset_hash
+    assert a.subset_hash != c.subset_hash
     assert np.bincount([r.label for r in a.labeled]).tolist() == [2, 2, 2]
     assert len(a.labeled) + len(a.unlabeled) == len(train)
     assert not {r.name for r in a.labeled} & {r.name for r in a.unlabeled}
     # The order of the input list does not matter, only the seed.
-    assert labeled_split(list(reversed(train)), 2, seed=0).split_hash == a.split_hash
+    assert labeled_subset(list(reversed(train)), 2, seed=0).subset_hash == a.subset_hash
 
 
 def test_clip_sampling_strides_and_loops_short_videos() -> None:
@@ -208,20 +208,20 @@ def test_loader_crop_resamples_only_the_region_yet_equals_resize_then_crop() -> 
     assert torch.equal(mirrored, transforms.resized_crop(noise, crop, size).flip(2))  # every frame mirrored
 
 
-@pytest.mark.parametrize(("scale_min", "scale_max"), [(48, 48), (36, 52)])
-def test_loader_crop_draws_as_torchvisions_random_resize_crop_flip(scale_min: int, scale_max: int) -> None:
+@pytest.mark.parametrize(("resize_min", "resize_max"), [(48, 48), (36, 52)])
+def test_loader_crop_draws_as_torchvisions_random_resize_crop_flip(resize_min: int, resize_max: int) -> None:
     """Same seed, same draws: the loader's crop is v2.RandomResize(min, max + 1) + RandomCrop + RandomHorizontalFlip
     (exactly when the frames are not scaled; within half a source pixel's shift when they are)."""
     from torchvision import tv_tensors
     from torchvision.transforms import v2
 
-    opts = transforms.SpatialOptions(input_size=32, scale_min=scale_min, scale_max=scale_max)
+    opts = transforms.SpatialOptions(input_size=32, resize_min=resize_min, resize_max=resize_max)
     reference = v2.Compose(
-        [v2.RandomResize(scale_min, scale_max + 1, antialias=True), v2.RandomCrop(32), v2.RandomHorizontalFlip()]
+        [v2.RandomResize(resize_min, resize_max + 1, antialias=True), v2.RandomCrop(32), v2.RandomHorizontalFlip()]
     )
     loader = transforms.geometric(opts)
-    frames = _texture(4, 48, 64) if scale_min == scale_max == 48 else _plane(4, 48, 64)
-    tolerance = 0 if scale_min == scale_max == 48 else 4
+    frames = _texture(4, 48, 64) if resize_min == resize_max == 48 else _plane(4, 48, 64)
+    tolerance = 0 if resize_min == resize_max == 48 else 4
     draws = set()
     for seed in range(40):
         torch.manual_seed(seed)
@@ -232,7 +232,7 @@ def test_loader_crop_draws_as_torchvisions_random_resize_crop_flip(scale_min: in
         torch.manual_seed(seed)
         draws.add(transforms.draw_crop(48, 64, opts))
     assert {d.flip for d in draws} == {False, True} and len({(d.top, d.left) for d in draws}) > 10
-    assert {d.height for d in draws} <= set(range(scale_min, scale_max + 1))
+    assert {d.height for d in draws} <= set(range(resize_min, resize_max + 1))
     torch.manual_seed(3)
     first = loader(frames)
     torch.manual_seed(3)
@@ -243,7 +243,7 @@ def test_loader_crop_draws_as_torchvisions_random_resize_crop_flip(scale_min: in
 
 
 def test_device_part_normalises_augments_strong_views_per_clip_and_follows_the_seed() -> None:
-    opts = transforms.SpatialOptions(input_size=24, scale_min=24, scale_max=24, randaug_ops=2, randaug_magnitude=9)
+    opts = transforms.SpatialOptions(input_size=24, resize_min=24, resize_max=24, randaug_ops=2, randaug_magnitude=9)
     finish = transforms.DeviceFinish(opts, {"primary_weak": "weak", "primary_strong": "strong"})
     clip = _texture(1, 24, 24).repeat(6, 1, 1, 1)  # six identical frames
     batch = {"primary_weak": torch.stack([clip] * 4), "primary_strong": torch.stack([clip] * 4), "label": torch.arange(4)}
@@ -280,7 +280,7 @@ def test_reader_skips_and_counts_unreadable_videos(tiny_dataset: Path, tmp_path:
     with pytest.raises(VideoDecodeError):
         reader.read(str(broken))
     dataset = TrainClips(records, reader, {"primary": ClipSpec(4, 2)}, {"weak": transforms.geometric(
-        transforms.SpatialOptions(input_size=32, scale_min=32, scale_max=32))})
+        transforms.SpatialOptions(input_size=32, resize_min=32, resize_max=32))})
     item = dataset[0]
     assert item["index"] == 1 and item["primary_weak"].shape == (4, 32, 32, 3) and item["primary_weak"].dtype == torch.uint8
     assert list(reader.failed) == [str(broken)]
@@ -288,7 +288,7 @@ def test_reader_skips_and_counts_unreadable_videos(tiny_dataset: Path, tmp_path:
 
 def test_test_clips_stack_every_view(tiny_dataset: Path) -> None:
     index = read_ucf101(tiny_dataset)
-    opts = transforms.SpatialOptions(input_size=24, scale_min=24, scale_max=24)
+    opts = transforms.SpatialOptions(input_size=24, resize_min=24, resize_max=24)
     dataset = EvalClips(index.test, VideoReader(), {"primary": ClipSpec(4, 4), "aux": ClipSpec(8, 2)}, 3,
                         transforms.test_views(opts, crops=2))
     item = dataset[0]
@@ -388,7 +388,7 @@ def test_consecutive_clips_tile_a_stretch_and_the_long_clip_lines_up_with_them(t
     path = tmp_path / "clip.avi"
     encode(path, 60, "mpeg4", gop=12)
     record = VideoRecord(path=str(path), label=0, name="clip.avi")
-    crop = transforms.geometric(transforms.SpatialOptions(input_size=24, scale_min=24, scale_max=28))
+    crop = transforms.geometric(transforms.SpatialOptions(input_size=24, resize_min=24, resize_max=28))
     item = ConsecutiveClips([record], VideoReader(), ClipSpec(4, 2), 3, crop)[0]
     assert item["clips_a"].shape == item["clips_b"].shape == (3, 4, 24, 24, 3) and item["long"].shape == (4, 24, 24, 3)
     assert item["clips_a"].dtype == torch.uint8 and not torch.equal(item["clips_a"], item["clips_b"])  # two augmentations

@@ -110,7 +110,7 @@ def test_bf16_autocast_computes_in_bf16_on_cpu(tiny_dataset: Path, method: str) 
     convolutions compute in bfloat16 (fp32 without it), the losses are taken in float32 and stay finite."""
     # One step of each stage and of the training, one test view: enough to see what the flag does.
     extra = {"scale": "tiny", "clips_per_video": 2, "ssl_batch_size": 2} if method == "timebalance" else {"threshold": 0.0}
-    extra.update(steps_per_epoch=1, views_clips=1)
+    extra.update(steps_per_epoch=1, test_clips=1)
     dtypes = {}
     for precision in ("bf16", "fp32"):
         history: list[dict[str, Any]] = []

@@ -15,7 +15,7 @@ from trainable import methods
 from trainable.config import TrainConfig
 from trainable.data.datasets import ClipSpec, TrainClips
 from trainable.data.index import VideoRecord
-from trainable.data.splits import labeled_split
+from trainable.data.subsets import labeled_subset
 from trainable.data.synthetic import encode
 from trainable.data.ucf101 import read_ucf101
 from trainable.data.video import VideoReader
@@ -63,10 +63,10 @@ def test_tiny_scale_keeps_the_pairing_distinct() -> None:
     sizes = {n: sum(p.numel() for p in models.build(n, 10, 8, 32, "tiny").parameters()) for n in models.available()}
     assert sizes["resnet3d_50"] != sizes["resnet3d_18"] and sizes["timesformer_b"] > sizes["timesformer_s"]
     assert max(sizes.values()) < 1_000_000
-    assert (TrainConfig.parse({"scale": "tiny"}).input_size, TrainConfig.parse({"scale": "tiny"}).views_clips) == (32, 1)
+    assert (TrainConfig.parse({"scale": "tiny"}).input_size, TrainConfig.parse({"scale": "tiny"}).test_clips) == (32, 1)
     # An explicit key wins over what the scale fills in.
-    config = TrainConfig.parse({"scale": "tiny", "input_size": 24, "scale_min": 24, "scale_max": 28, "views_clips": 5})
-    assert (config.input_size, config.views_clips, config.primary_frames) == (24, 5, 8)
+    config = TrainConfig.parse({"scale": "tiny", "input_size": 24, "resize_min": 24, "resize_max": 28, "test_clips": 5})
+    assert (config.input_size, config.test_clips, config.primary_frames) == (24, 5, 8)
 
 
 def test_spatial_switch_turns_off_the_strong_augmentation(tiny_dataset: Path) -> None:
@@ -95,9 +95,9 @@ def test_temporal_switch_gives_both_models_one_clip_at_one_frame_rate(tiny_datas
 
 def test_labeled_fraction_takes_a_share_of_each_class(tiny_dataset: Path) -> None:
     train = read_ucf101(tiny_dataset).train  # 8 videos in each of 3 classes
-    split = labeled_split(train, 1, seed=0, fraction=0.25)
+    split = labeled_subset(train, 1, seed=0, fraction=0.25)
     assert np.bincount([r.label for r in split.labeled]).tolist() == [2, 2, 2]
-    assert len(labeled_split(train, 1, seed=0, fraction=0.01).labeled) == 3  # at least one per class
+    assert len(labeled_subset(train, 1, seed=0, fraction=0.01).labeled) == 3  # at least one per class
     with pytest.raises(Exception, match="labeled_fraction: give labeled_per_class or labeled_fraction"):
         TrainConfig.parse(tiny_config(tiny_dataset, labeled_per_class=2, labeled_fraction=0.1))
 
@@ -108,7 +108,7 @@ def test_channels_last_puts_the_3d_cnns_clips_and_weights_in_channels_last_3d(ti
     neither without it); the transformer auxiliary is left as it is (it has no 3D convolution past its patches)."""
     # One step of each stage and of the training, one test view: enough to see what the flag does.
     extra = {"scale": "tiny", "clips_per_video": 2, "ssl_batch_size": 2} if method == "timebalance" else {"threshold": 0.0}
-    extra.update(steps_per_epoch=1, views_clips=1)
+    extra.update(steps_per_epoch=1, test_clips=1)
     layouts = {}
     for flag in (True, False):
         history: list[dict[str, Any]] = []

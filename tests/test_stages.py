@@ -40,12 +40,12 @@ def names(stages: StageStore, folder: str) -> list[str]:
 def test_a_result_is_built_once_and_then_found(tmp_path: Path, store_uri: str) -> None:
     stages = StageStore(store_uri)
     log = tmp_path / "builds"
-    first = stages.get("pretrain_invariant", {"seed": 0, "split_hash": "ab"}, slow_build(log, 0), owner="trial-a")
-    again = StageStore(store_uri).get("pretrain_invariant", {"split_hash": "ab", "seed": 0}, slow_build(log, 0), owner="trial-b")
+    first = stages.get("pretrain_invariant", {"seed": 0, "subset_hash": "ab"}, slow_build(log, 0), owner="trial-a")
+    again = StageStore(store_uri).get("pretrain_invariant", {"subset_hash": "ab", "seed": 0}, slow_build(log, 0), owner="trial-b")
     assert (first.reused, again.reused) == (False, True) and first.location == again.location
     assert (again.path / "teacher.pt").read_text() == f"weights of {os.getpid()}"
-    assert again.info["owner"] == "trial-a" and again.info["depends"] == {"seed": 0, "split_hash": "ab"}
-    other = stages.get("pretrain_invariant", {"seed": 1, "split_hash": "ab"}, slow_build(log, 0))
+    assert again.info["owner"] == "trial-a" and again.info["depends"] == {"seed": 0, "subset_hash": "ab"}
+    other = stages.get("pretrain_invariant", {"seed": 1, "subset_hash": "ab"}, slow_build(log, 0))
     assert not other.reused and other.key != first.key and len(log.read_text().split()) == 2
     assert stage_key("pretrain_invariant", {"seed": 0}) != stage_key("pretrain_distinctive", {"seed": 0})
     folder = stages.folder("pretrain_invariant", first.key)

@@ -30,7 +30,7 @@ STAGES = TIMEBALANCE.stages[:-1]  # the shared ones; the last is the student, th
 
 
 def batch_of(tiny_dataset: Path, n: int = 2, frames: int = 4) -> dict:
-    opts = transforms.SpatialOptions(input_size=32, scale_min=32, scale_max=36)
+    opts = transforms.SpatialOptions(input_size=32, resize_min=32, resize_max=36)
     data = ConsecutiveClips(read_ucf101(tiny_dataset).train[:3], VideoReader(cache=True), ClipSpec(frames, 2), n, transforms.geometric(opts))
     items = [data[i] for i in range(3)]
     batch = {k: torch.stack([item[k] for item in items]) for k in ("clips_a", "clips_b", "long")}
@@ -102,7 +102,7 @@ def test_paper_schedule_warms_up_then_halves_on_a_plateau() -> None:
 
 
 def endless(tiny_dataset: Path, n: int = 2) -> Iterator[dict]:
-    opts = transforms.SpatialOptions(input_size=32, scale_min=32, scale_max=36)
+    opts = transforms.SpatialOptions(input_size=32, resize_min=32, resize_max=36)
     data = ConsecutiveClips(read_ucf101(tiny_dataset).train, VideoReader(cache=True), ClipSpec(4, 2), n, transforms.geometric(opts))
     while True:
         yield from DataLoader(data, batch_size=3, shuffle=True, drop_last=True)
@@ -111,7 +111,7 @@ def endless(tiny_dataset: Path, n: int = 2) -> Iterator[dict]:
 @pytest.mark.parametrize("objective", ["invariant", "distinctive"])
 def test_a_pretrained_teacher_is_a_stage_result_the_next_trial_loads(tiny_dataset: Path, tmp_path: Path, objective: str) -> None:
     """Pretraining reports every epoch; through the stage store the second trial loads the first one's weights."""
-    opts = transforms.SpatialOptions(input_size=32, scale_min=32, scale_max=36)
+    opts = transforms.SpatialOptions(input_size=32, resize_min=32, resize_max=36)
     rows: list[dict] = []
 
     def build(folder: Path) -> None:
@@ -149,7 +149,7 @@ def test_student_loss_is_cross_entropy_plus_omega_times_the_distilled_mix() -> N
 
 def test_finetuning_a_teacher_fits_the_labeled_clips(tiny_dataset: Path) -> None:
     torch.manual_seed(0)
-    opts = transforms.SpatialOptions(input_size=32, scale_min=32, scale_max=32)
+    opts = transforms.SpatialOptions(input_size=32, resize_min=32, resize_max=32)
     labeled = TrainClips(read_ucf101(tiny_dataset).train[::4], VideoReader(cache=True), {"teacher": ClipSpec(4, 2)},
                          {"labeled": transforms.geometric(opts)})  # fmt: skip
 
@@ -178,34 +178,34 @@ def run_timebalance(config: dict, stage_root: Path) -> tuple[list[dict], LocalSe
 
 def test_a_timebalance_run_builds_its_stages_once_and_reuses_them_by_what_they_depend_on(tiny_dataset: Path, tmp_path: Path) -> None:
     """omega is the student's alone: a second run reuses all three stages; another seed rebuilds them all; another
-    labeled split keeps the pretrained teachers and fine-tunes again."""
+    labeled subset keeps the pretrained teachers and fine-tunes again."""
     config = timebalance_config(tiny_dataset)
     reports, first = run_timebalance(config, tmp_path)
     assert [(r["stage"], r["epoch"]) for r in reports] == [("student", 1), ("student", 2)]
     assert all(math.isfinite(r["loss_pl"]) and r["loss"] == pytest.approx(r["loss_sup"] + r["loss_pl"]) for r in reports)
     assert math.isnan(reports[0]["mask_rate_primary"]) and 0 <= reports[-1]["top1"] <= 100
-    built = first.stage_sink.stages
+    built = first.stages.sink.stages
     assert [(r["stage"], r["reused"]) for r in built] == [(s, False) for s in STAGES]
     # every stage reported each of its 2 epochs; the fine-tuned teachers' test accuracy on the last one
-    assert [(e["stage"], e["epoch"]) for e in first.stage_sink.epochs] == [(s, e) for s in STAGES for e in (1, 2)]
-    last = first.stage_sink.epochs[-1]
-    assert 0 <= last["top1"] <= 100 and 0 <= last["aux_top1"] <= 100 and "top1" not in first.stage_sink.epochs[-2]
+    assert [(e["stage"], e["epoch"]) for e in first.stages.sink.epochs] == [(s, e) for s in STAGES for e in (1, 2)]
+    last = first.stages.sink.epochs[-1]
+    assert 0 <= last["top1"] <= 100 and 0 <= last["aux_top1"] <= 100 and "top1" not in first.stages.sink.epochs[-2]
 
     scores = json.loads((Path(built[2]["path"]) / "similarity.json").read_text())
     assert len(scores["by_video"]) == 3 * 8 and all(0.0 <= s <= 1.0 for s in scores["by_video"].values())
     assert sorted(scores["by_class"]) == sorted(read_ucf101(tiny_dataset).classes)
 
     _, other_omega = run_timebalance({**config, "omega": 3.0}, tmp_path)
-    assert [(r["stage"], r["reused"], r["stage_key"]) for r in other_omega.stage_sink.stages] == [
+    assert [(r["stage"], r["reused"], r["stage_key"]) for r in other_omega.stages.sink.stages] == [
         (r["stage"], True, r["stage_key"]) for r in built
     ]
-    assert other_omega.stage_sink.epochs == [] and all(r["built_by"] == first.owner for r in other_omega.stage_sink.stages)
+    assert other_omega.stages.sink.epochs == [] and all(r["built_by"] == first.stages.owner for r in other_omega.stages.sink.stages)
 
     _, other_seed = run_timebalance({**config, "seed": 1}, tmp_path)
-    assert [r["reused"] for r in other_seed.stage_sink.stages] == [False, False, False]
+    assert [r["reused"] for r in other_seed.stages.sink.stages] == [False, False, False]
 
     _, other_split = run_timebalance({**config, "labeled_per_class": 3}, tmp_path)
-    assert [(r["stage"], r["reused"]) for r in other_split.stage_sink.stages] == [
+    assert [(r["stage"], r["reused"]) for r in other_split.stages.sink.stages] == [
         ("pretrain_invariant", True), ("pretrain_distinctive", True), ("finetune_teachers", False)
     ]
 
@@ -213,7 +213,7 @@ def test_a_timebalance_run_builds_its_stages_once_and_reuses_them_by_what_they_d
 def test_a_student_resumes_like_an_uninterrupted_one_from_either_checkpoint_format(tiny_dataset: Path, tmp_path: Path) -> None:
     """The driver's resume holds for TimeBalance's student too, and a checkpoint a student wrote before the driver
     was shared (its optimizer and schedule under ``optimizer`` and ``schedule``) still resumes."""
-    values = timebalance_config(tiny_dataset, steps_per_epoch=1, views_clips=1, pretrain_epochs=1, finetune_epochs=1)
+    values = timebalance_config(tiny_dataset, steps_per_epoch=1, test_clips=1, pretrain_epochs=1, finetune_epochs=1)
     run_timebalance(values, tmp_path)  # builds the stages; the runs below all reuse them
     straight, _ = run_timebalance(values, tmp_path)
     config = TrainConfig.parse(values)
@@ -244,7 +244,7 @@ def test_a_student_resumes_like_an_uninterrupted_one_from_either_checkpoint_form
 def test_the_student_starts_from_the_distinctive_teacher_or_from_scratch(tiny_dataset: Path, tmp_path: Path) -> None:
     config = timebalance_config(tiny_dataset, epochs=1, steps_per_epoch=1, lr=1e-4)  # Adam moves each weight by about lr
     _, session = run_timebalance(config, tmp_path)
-    pretrained = torch.load(Path(session.stage_sink.stages[1]["path"]) / "teacher.pt")
+    pretrained = torch.load(Path(session.stages.sink.stages[1]["path"]) / "teacher.pt")
     # after one step the student is still the pretrained backbone, give or take lr; a scratch student is not
     student = session.state["nets"]["primary"]
     _, scratch = run_timebalance({**config, "student_init": "scratch"}, tmp_path)
@@ -262,7 +262,7 @@ def test_a_teacher_stage_trains_under_bf16_autocast_with_float32_losses(tiny_dat
     batch = batch_of(tiny_dataset)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert net.project(batch["clips_a"]).dtype == torch.float32
-    pretrain(objective, net, transforms.DeviceFinish(transforms.SpatialOptions(input_size=32, scale_min=32, scale_max=36), {}),
+    pretrain(objective, net, transforms.DeviceFinish(transforms.SpatialOptions(input_size=32, resize_min=32, resize_max=36), {}),
              0.1, batches=endless(tiny_dataset), device=torch.device("cpu"), epochs=2, steps=2, lr=1e-3, warmup_epochs=0,
              on_epoch=rows.append, autocast=torch.autocast("cpu", dtype=torch.bfloat16))  # fmt: skip
     assert len(rows) == 2 and all(math.isfinite(r["loss"]) for r in rows)

@@ -8,6 +8,7 @@ method names come from ``trainable.catalog``, not from the models and methods, s
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,14 +23,14 @@ from trainable.data.synthetic_spec import SyntheticSpec
 # test view, and what a CPU needs.
 TINY_INPUT: dict[str, Any] = {
     "input_size": 32,
-    "scale_min": 32,
-    "scale_max": 40,
+    "resize_min": 32,
+    "resize_max": 40,
     "primary_frames": 8,
     "primary_stride": 4,
     "aux_frames": 8,
     "aux_stride": 2,
-    "views_clips": 1,
-    "views_crops": 1,
+    "test_clips": 1,
+    "test_crops": 1,
     "precision": "fp32",
     "loader_workers": 0,
     "pin_memory": False,
@@ -40,6 +41,49 @@ TINY_INPUT: dict[str, Any] = {
 }
 
 
+# Keys renamed so that a name has one meaning (``split`` is the official split 1-3, ``scale`` the model size, a view
+# an entry of a training batch): the old name is still read for one release, with a warning naming the new one.
+RENAMED_KEYS: dict[str, str] = {
+    "split_seed": "labeled_seed", "views_clips": "test_clips", "views_crops": "test_crops",
+    "scale_min": "resize_min", "scale_max": "resize_max",
+}  # fmt: skip
+RENAMED_VALUES: dict[str, dict[str, str]] = {"batchnorm": {"split": "separate"}}
+# Names an id was first hashed under that are not config keys: the labeled subset's hash in a stage's depends.
+_HASHED_AS = {"subset_hash": "split_hash"}
+
+
+def renamed(values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``values`` under today's key names and values, and a note for each old one they used. Giving a key under
+    both its names is refused: which one was meant cannot be told."""
+    out, notes = dict(values), []
+    for old, new in RENAMED_KEYS.items():
+        if old not in out:
+            continue
+        if new in out:
+            raise ValueError(f"{old}: renamed {new}, and both are given; keep only {new}")
+        out[new] = out.pop(old)
+        notes.append(f"{old}: renamed {new}; the old name is read until the next release")
+    for key, values_map in RENAMED_VALUES.items():
+        value = out.get(key)
+        if isinstance(value, str) and value in values_map:
+            out[key] = values_map[value]
+            notes.append(f"{key}: {value!r} renamed {values_map[value]!r}; the old value is read until the next release")
+    return out, notes
+
+
+def identity_names(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` under the names and values that trial ids and stage keys were first hashed with (before
+    ``RENAMED_KEYS``): a rename then changes no stored trial's or stage result's identity, so a store written
+    before it resumes and reuses its teachers."""
+    back = {**{new: old for old, new in RENAMED_KEYS.items()}, **_HASHED_AS}
+    out = {back.get(k, k): v for k, v in values.items()}
+    for key, values_map in RENAMED_VALUES.items():
+        old_of = {new: old for old, new in values_map.items()}
+        if isinstance(out.get(key), str) and out[key] in old_of:
+            out[key] = old_of[out[key]]
+    return out
+
+
 # Which keys each method reads. A key outside its method's set changes nothing for that method, so giving it a
 # value other than its default is refused (``refused_keys``): a setting that silently does nothing is worse than
 # an error. Every config key is in exactly one group; the groups a method has follow from its declaration in
@@ -48,10 +92,10 @@ KEY_GROUPS: dict[str, tuple[str, ...]] = {
     # Every method: what is trained on what data, the labeled clips and the test, the step count, the hardware.
     "common": (
         "method", "primary_backbone", "scale", "dataset", "data_root", "synthetic_root", "split", "labeled_per_class",
-        "labeled_fraction", "split_seed", "synthetic_classes", "synthetic_train_per_class", "synthetic_test_per_class",
+        "labeled_fraction", "labeled_seed", "synthetic_classes", "synthetic_train_per_class", "synthetic_test_per_class",
         "synthetic_frames", "synthetic_size", "synthetic_distractors", "synthetic_noise", "synthetic_scene_bias",
-        "synthetic_seed", "cache_decoded", "video_reader", "primary_frames", "primary_stride", "input_size", "scale_min", "scale_max",
-        "views_clips", "views_crops", "batch_size", "mu", "batchnorm", "lr", "weight_decay", "warmup_epochs", "epochs",
+        "synthetic_seed", "cache_decoded", "video_reader", "primary_frames", "primary_stride", "input_size", "resize_min", "resize_max",
+        "test_clips", "test_crops", "batch_size", "mu", "batchnorm", "lr", "weight_decay", "warmup_epochs", "epochs",
         "steps_per_epoch", "grad_clip", "precision", "loader_workers", "pin_memory", "channels_last", "compile", "seed",
     ),
     # A second model (CMPL, ActNetFormer).
@@ -102,10 +146,10 @@ def _refused_values(method: str) -> dict[tuple[str, Any], str]:
     """Values of a read key that do nothing for ``method`` (the key's other values do something)."""
     spec = catalog.METHODS[method]
     if spec.stages:
-        return {("batchnorm", "split"): f"{method}'s student normalises its labeled and unlabeled clips as one batch; "
+        return {("batchnorm", "separate"): f"{method}'s student normalises its labeled and unlabeled clips as one batch; "
                                         f"allowed: joint (what it does), sync (statistics over every worker's clips)"}  # fmt: skip
     if not spec.labelled_by:
-        return {("batchnorm", "joint"): f"{method} has only labeled clips, one batch either way; allowed: split, sync"}
+        return {("batchnorm", "joint"): f"{method} has only labeled clips, one batch either way; allowed: separate, sync"}
     return {}
 
 
@@ -149,6 +193,10 @@ class TrainConfig(BaseModel):
     def _resolve(cls, values: Any) -> Any:
         """The values as given, checked against the method's keys, then with what ``scale`` and the method fill in;
         in that order, so that only what the user gave is refused and an explicit key wins over ``scale: tiny``."""
+        if isinstance(values, dict):
+            values, notes = renamed(values)
+            for note in notes:
+                warnings.warn(note, FutureWarning, stacklevel=2)
         values = refuse_booleans(cls, values)
         if not isinstance(values, dict):
             return values
@@ -175,7 +223,7 @@ class TrainConfig(BaseModel):
     labeled_fraction: float | None = Field(
         None, gt=0.0, le=1.0, description="instead of labeled_per_class: this fraction of each class, at least 1"
     )
-    split_seed: int | None = Field(None, description="seed of the labeled subset; None: the run's seed")
+    labeled_seed: int | None = Field(None, description="seed of the labeled subset; None: the run's seed")
     synthetic_classes: int = Field(10, ge=2)
     synthetic_train_per_class: int = Field(60, ge=1)
     synthetic_test_per_class: int = Field(20, ge=1)
@@ -198,8 +246,8 @@ class TrainConfig(BaseModel):
     aux_frames: int = Field(8, ge=1)
     aux_stride: int = Field(4, ge=1)
     input_size: int = Field(224, ge=8)
-    scale_min: int = Field(256, ge=8)
-    scale_max: int = Field(320, ge=8)
+    resize_min: int = Field(256, ge=8, description="training clips: the short side is resized to a random size in [resize_min, resize_max], then cropped")
+    resize_max: int = Field(320, ge=8)
     randaug_ops: int = Field(2, ge=0)
     randaug_magnitude: int = Field(9, ge=0, le=30)
     cutout: bool = True
@@ -207,8 +255,8 @@ class TrainConfig(BaseModel):
     temporal_aug: bool = Field(
         True, description="off: the auxiliary samples the primary's clip at the primary's stride (one frame rate)"
     )
-    views_clips: int = Field(5, ge=1)
-    views_crops: int = Field(3, ge=1)
+    test_clips: int = Field(5, ge=1, description="test: clips per video, their predictions averaged with every crop's")
+    test_crops: int = Field(3, ge=1, description="test: spatial crops per clip")
 
     # The method's hyperparameters.
     batch_size: int = Field(1, ge=1, description="labeled clips per worker per step (B_l)")
@@ -222,10 +270,10 @@ class TrainConfig(BaseModel):
     contrastive_negatives: Literal["local", "global"] = Field(
         "local", description="global: every worker's clips are negatives (gathered with gradients), not only its own"
     )
-    batchnorm: Literal["split", "joint", "sync"] = Field(
-        "split",
-        description="split: labeled and unlabeled clips normalised as two batches per worker; joint: one batch "
-        "(FixMatch's code); sync: split, with statistics over every worker's clips",
+    batchnorm: Literal["separate", "joint", "sync"] = Field(
+        "separate",
+        description="separate: labeled and unlabeled clips normalised as two batches per worker; joint: one batch "
+        "(FixMatch's code); sync: separate, with statistics over every worker's clips",
     )
     unsup_warmup_epochs: float = Field(
         0.0, ge=0.0, description="ramp gamma and beta linearly from 0 over this many epochs (0: off, the paper)"
@@ -323,10 +371,10 @@ class TrainConfig(BaseModel):
             name = getattr(self, key)
             if name is not None and name not in allowed:
                 raise ValueError(f"{key}: unknown backbone {name!r}; allowed: {', '.join(allowed)}")
-        if self.scale_min > self.scale_max:
-            raise ValueError(f"scale_min: must be <= scale_max ({self.scale_max}), got {self.scale_min}")
-        if self.scale_min < self.input_size:
-            raise ValueError(f"scale_min: must be >= input_size ({self.input_size}), got {self.scale_min}")
+        if self.resize_min > self.resize_max:
+            raise ValueError(f"resize_min: must be <= resize_max ({self.resize_max}), got {self.resize_min}")
+        if self.resize_min < self.input_size:
+            raise ValueError(f"resize_min: must be >= input_size ({self.input_size}), got {self.resize_min}")
         if self.uses_contrastive and self.batch_size * self.mu < 2:
             raise ValueError("mu: the contrastive loss needs batch_size * mu >= 2 unlabeled clips per worker")
         if "labeled_per_class" in self.model_fields_set and self.labeled_fraction is not None:
@@ -359,8 +407,9 @@ class TrainConfig(BaseModel):
         )
 
     @property
-    def labeled_seed(self) -> int:
-        return self.seed if self.split_seed is None else self.split_seed
+    def labeled_subset_seed(self) -> int:
+        """The seed the labeled subset is drawn with: ``labeled_seed``, or the run's own seed where that is None."""
+        return self.seed if self.labeled_seed is None else self.labeled_seed
 
     def synthetic_spec(self) -> SyntheticSpec:
         return SyntheticSpec(

@@ -31,7 +31,7 @@ from trainable.config import TrainConfig
 from trainable.data import read_index
 from trainable.data.datasets import EvalClips
 from trainable.data.index import DatasetIndex
-from trainable.data.splits import LabeledSplit
+from trainable.data.subsets import LabeledSubset
 from trainable.data.synthetic import ensure_synthetic
 from trainable.data.ucf101 import read_ucf101
 from trainable.data.video import VideoReader
@@ -170,11 +170,11 @@ def epoch_metrics(sums: Sums, session: Session) -> dict[str, float]:
 
 @dataclass
 class RunData:
-    """What the driver reads of a method's data: the index and split (for the rows), the reader (its failures),
+    """What the driver reads of a method's data: the index and labeled subset (for the rows), the reader (its failures),
     and the test set (this worker's share of the videos, one entry per model the method tests)."""
 
     index: DatasetIndex
-    split: LabeledSplit
+    subset: LabeledSubset
     reader: VideoReader
     test: EvalClips
 
@@ -226,16 +226,17 @@ def drive(cfg: TrainConfig, session: Session, build: Callable[[TrainConfig, Sess
     if state is not None:
         optimizers.load_state_dict(_restore_optimizers(state))
         start = state["epoch"] + 1
-        if state["split_hash"] != data.split.split_hash:
-            log.warning("resuming with a different labeled split (%s, was %s)", data.split.split_hash, state["split_hash"])
+        was = state.get("subset_hash", state.get("split_hash"))  # the key's name in a checkpoint from before the rename
+        if was != data.subset.subset_hash:
+            log.warning("resuming with a different labeled subset (%s, was %s)", data.subset.subset_hash, was)
 
     autocast = autocast_for(cfg, session.device)
     test_loader = DataLoader(data.test, batch_size=max(1, cfg.batch_size), num_workers=cfg.loader_workers)
     if session.rank == 0:
         log.info(
-            "%s: %d classes, %d labeled (split %s) / %d unlabeled / %d test videos, %d steps per epoch",
-            cfg.method, data.index.num_classes, len(data.split.labeled), data.split.split_hash,
-            len(data.split.unlabeled), len(data.index.test), trainer.steps,
+            "%s: %d classes, %d labeled (subset %s) / %d unlabeled / %d test videos, %d steps per epoch",
+            cfg.method, data.index.num_classes, len(data.subset.labeled), data.subset.subset_hash,
+            len(data.subset.unlabeled), len(data.index.test), trainer.steps,
         )  # fmt: skip
         if data.index.missing:
             log.warning(
@@ -264,7 +265,7 @@ def drive(cfg: TrainConfig, session: Session, build: Callable[[TrainConfig, Sess
             epoch_time_s=time.perf_counter() - started,
             clips_per_s=metrics.pop("clips") / train_time,
             lr=optimizers.lr(),
-            split_hash=data.split.split_hash,
+            subset_hash=data.subset.subset_hash,
             videos_missing=len(data.index.missing),
             videos_skipped=len(data.reader.failed),
             **startup,
@@ -282,7 +283,7 @@ def drive(cfg: TrainConfig, session: Session, build: Callable[[TrainConfig, Sess
                 "epoch": epoch,
                 "nets": {role: unwrap(net).state_dict() for role, net in nets.items()},
                 "optimizers": optimizers.state_dict(),
-                "split_hash": data.split.split_hash,
+                "subset_hash": data.subset.subset_hash,
                 "config": cfg.model_dump(),
                 "metrics": metrics,  # the epoch's row, appended again if a run resumes from here
             }

@@ -21,7 +21,7 @@ from trainable import catalog, methods, models, parallel, timebalance
 from trainable.config import TrainConfig
 from trainable.data import transforms
 from trainable.data.datasets import ClipSpec, EvalClips, TrainClips
-from trainable.data.splits import labeled_split
+from trainable.data.subsets import labeled_subset
 from trainable.data.video import VideoReader
 from trainable.engine import RunData, Sums, add_step, drive, endless_batches, epoch_steps, load_index, new_sums, trained_net
 from trainable.optim import Optimizers
@@ -41,10 +41,10 @@ class Data(RunData):
 
 
 def build_data(cfg: TrainConfig, method: methods.Method, session: Session) -> Data:
-    """The labeled split's clips (and the unlabeled pool's, for a method that uses it) with the views the method
+    """The labeled subset's clips (and the unlabeled pool's, for a method that uses it) with the views the method
     reads, and this worker's share of the test videos."""
     index = load_index(cfg, progress=session.rank == 0)
-    split = labeled_split(index.train, cfg.labeled_per_class, cfg.labeled_seed, cfg.labeled_fraction)
+    subset = labeled_subset(index.train, cfg.labeled_per_class, cfg.labeled_subset_seed, cfg.labeled_fraction)
     reader = VideoReader(cache=cfg.cache_decoded, decoder=cfg.video_reader)
     clips = {"primary": ClipSpec(cfg.primary_frames, cfg.primary_stride)}
     if "aux" in method.models:
@@ -52,25 +52,25 @@ def build_data(cfg: TrainConfig, method: methods.Method, session: Session) -> Da
         clips["aux"] = ClipSpec(cfg.aux_frames, cfg.aux_stride if cfg.temporal_aug else cfg.primary_stride)
     opts = transforms.SpatialOptions(
         input_size=cfg.input_size,
-        scale_min=cfg.scale_min,
-        scale_max=cfg.scale_max,
+        resize_min=cfg.resize_min,
+        resize_max=cfg.resize_max,
         randaug_ops=cfg.randaug_ops,
         randaug_magnitude=cfg.randaug_magnitude,
         cutout=cfg.cutout,
     )
     # The loader crops every view alike; the device finishes each as its kind (without spatial_aug strong is weak).
     crop = transforms.geometric(opts)
-    views: dict[str, transforms.View] = {"labeled": "weak"}
+    views: dict[str, transforms.Augmentation] = {"labeled": "weak"}
     shared = not cfg.temporal_aug
-    labeled = TrainClips(split.labeled, reader, clips, {"labeled": crop}, shared_start=shared)
+    labeled = TrainClips(subset.labeled, reader, clips, {"labeled": crop}, shared_start=shared)
     unlabeled = None
     if method.uses_unlabeled:
         views.update(weak="weak", strong="strong" if cfg.spatial_aug else "weak")
-        unlabeled = TrainClips(split.unlabeled, reader, clips, {"weak": crop, "strong": crop}, shared_start=shared)
+        unlabeled = TrainClips(subset.unlabeled, reader, clips, {"weak": crop, "strong": crop}, shared_start=shared)
     finish = transforms.DeviceFinish(opts, {f"{m}_{a}": view for m in clips for a, view in views.items()})
     shard = index.test[session.rank :: session.world_size]
-    test = EvalClips(shard, reader, clips, cfg.views_clips, transforms.test_views(opts, cfg.views_crops))
-    return Data(index, split, reader, test, labeled, unlabeled, finish)
+    test = EvalClips(shard, reader, clips, cfg.test_clips, transforms.test_views(opts, cfg.test_crops))
+    return Data(index, subset, reader, test, labeled, unlabeled, finish)
 
 
 def build_nets(cfg: TrainConfig, method: methods.Method, num_classes: int) -> dict[str, nn.Module]:
@@ -94,7 +94,7 @@ class Stepped:
         self.method = methods.get(cfg.method)
         self.data = build_data(cfg, self.method, session)
         self.nets = build_nets(cfg, self.method, self.data.index.num_classes)
-        self.steps = epoch_steps(cfg, len(self.data.split.unlabeled), cfg.mu * cfg.batch_size * session.world_size)
+        self.steps = epoch_steps(cfg, len(self.data.subset.unlabeled), cfg.mu * cfg.batch_size * session.world_size)
         self.row: dict[str, Any] = {}
 
     def optimizers(self, nets: dict[str, nn.Module]) -> Optimizers:
@@ -179,7 +179,7 @@ def run(cfg: TrainConfig, session: Session) -> None:
 
 def run_local(config: dict[str, Any], on_report: Any = print, stage_root: str | None = None) -> LocalSession:
     """Run the loop in this process without Ray (benchmarks, debugging); returns the session with the last state
-    and, for a pipeline method, the stage results it used (``stage_sink``). ``stage_root``: where stage results are
+    and, for a pipeline method, the stage results it used (``stages.sink``). ``stage_root``: where stage results are
     kept, so runs that share one reuse them; None: a temporary folder of this run's own."""
     session = LocalSession(on_report=on_report, stage_root=stage_root)
     run(TrainConfig.parse(config), session)

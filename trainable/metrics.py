@@ -10,8 +10,8 @@ METRICS = (
     "mask_rate_primary", "mask_rate_aux", "pl_acc_primary", "pl_acc_aux",
     "epoch", "epoch_time_s", "clips_per_s",
 )  # fmt: skip
-# Also reported each epoch: the learning rate, the labeled split's identity, unreadable videos so far; and on the
+# Also reported each epoch: the learning rate, the labeled subset's identity, unreadable videos so far; and on the
 # first epoch of every run (NaN on the others) how long its start took: ``startup_s`` from the trial calling
 # ``fit`` until the worker began (Train controller, worker process, process group), ``setup_s`` from then until
 # the first step (imports, dataset index, models, checkpoint).
-REPORTED = METRICS + ("lr", "split_hash", "videos_missing", "videos_skipped", "startup_s", "setup_s")
+REPORTED = METRICS + ("lr", "subset_hash", "videos_missing", "videos_skipped", "startup_s", "setup_s")

@@ -10,6 +10,7 @@ import math
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -33,15 +34,23 @@ class StageSink(Protocol):
     def write_stage(self, row: dict[str, Any]) -> None: ...
 
 
+@dataclass(frozen=True)
+class StageAccess:
+    """Where a pipeline method's shared stage results live and who this run is to them: what TimeBalance needs
+    of where it runs, one field of every session, so no method branches on how the run was launched."""
+
+    owner: str  # this run, in a stage result's record of who built it (the trial's id in a search)
+    root: str  # where shared stage results live (``trainable.stages.StageStore``)
+    sink: StageSink  # where the rows of the stages it built or used go
+
+
 class Session(Protocol):
     rank: int
     world_size: int
     device: torch.device
     started: float  # wall clock when this process began the run (before importing the loop)
     startup_s: float  # what starting the worker took before that, from the trial's ``fit``; NaN if unknown
-    owner: str  # who this run is, in a stage result's record of who built it (the trial's id in a search)
-    stage_root: str  # where shared stage results live (``trainable.stages.StageStore``)
-    stage_sink: StageSink
+    stages: StageAccess
 
     def prepare(self, net: nn.Module) -> nn.Module:
         """Move to the device; wrap for data-parallel training when there are several workers."""
@@ -94,7 +103,9 @@ class RaySession:
     """A Ray Train worker of a ``TorchTrainer`` (the process group is already set up by Ray).
 
     ``writer`` is the trial's ledger writer: rank 0 appends the row of the checkpoint it resumes from again,
-    in case the run that stored the checkpoint ended before appending its row (``results.ledger``).
+    in case the run that stored the checkpoint ended before appending its row (``results.ledger``); it is also
+    where the trial's stage rows go (``stages.sink``), and its store holds the stage results. Without one (a
+    ``TorchTrainer`` outside a search) stage results live in a scratch folder and their rows in memory.
     """
 
     def __init__(self, writer: EpochSink | None = None, started: float | None = None, startup_s: float = math.nan) -> None:
@@ -104,16 +115,15 @@ class RaySession:
 
         self._train = ray.train
         self._node_ip = ray.util.get_node_ip_address()
-        self.writer = writer
+        self._writer = writer
         self.started = time.time() if started is None else started
         self.startup_s = startup_s
         context = ray.train.get_context()
         # Stage results live under the search's store, so every trial of every search on it can reuse them.
         if writer is not None:
-            self.owner, self.stage_root = writer.trial_id, writer.store.uri
-            self.stage_sink: StageSink = writer
+            self.stages = StageAccess(writer.trial_id, writer.store.uri, writer)
         else:
-            self.owner, self.stage_root, self.stage_sink = context.get_experiment_name(), _scratch(self), MemorySink()
+            self.stages = StageAccess(context.get_experiment_name(), _scratch(self), MemorySink())
         self.rank = context.get_world_rank()
         self.world_size = context.get_world_size()
         self.device = ray.train.torch.get_device()
@@ -129,8 +139,8 @@ class RaySession:
             return None
         with checkpoint.as_directory() as folder:
             state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
-        if self.writer is not None and self.rank == 0 and "metrics" in state:
-            self.writer.write(state["metrics"], checkpoint.path)
+        if self._writer is not None and self.rank == 0 and "metrics" in state:
+            self._writer.write(state["metrics"], checkpoint.path)
         return state
 
     def report(self, metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
@@ -165,9 +175,8 @@ class LocalSession:
         self.started, self.startup_s = time.time(), math.nan
         self.on_report = on_report
         self.state = state
-        self.owner = f"local-{uuid.uuid4().hex[:8]}"  # two runs on one stage folder are two owners
-        self.stage_root = stage_root or _scratch(self)
-        self.stage_sink = MemorySink()
+        # two runs on one stage folder are two owners; the rows of the stages it used are kept (``stages.sink``)
+        self.stages = StageAccess(f"local-{uuid.uuid4().hex[:8]}", stage_root or _scratch(self), MemorySink())
 
     def prepare(self, net: nn.Module) -> nn.Module:
         return net.to(self.device)

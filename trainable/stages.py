@@ -3,7 +3,7 @@ whose stage depends on the same things, on any node of a cluster.
 
 A stage result lives on the store, at ``<store>/stage_results/<stage>/<key>/`` (beside the ledger's tables, whose
 ``stages`` table records which trial used which result), where ``key`` hashes exactly what the stage depends on
-(the config keys it reads, the labeled split's hash): a trial that sweeps something else (the student's ω, another
+(the config keys it reads, the labeled subset's hash): a trial that sweeps something else (the student's ω, another
 seed of the student only) finds it and loads it instead of training. The store is a folder (local or NFS) or an
 ``s3://`` URI; a result's folder holds:
 
@@ -49,6 +49,8 @@ from typing import Any, Callable, Iterator
 
 import pyarrow.fs as pafs
 
+from trainable.config import identity_names
+
 log = logging.getLogger(__name__)
 
 DONE = "done.json"
@@ -61,8 +63,9 @@ class StageStoreError(ValueError):
 
 
 def stage_key(stage: str, depends: dict[str, Any]) -> str:
-    """A short hash of the stage's name and everything it depends on (key order does not matter)."""
-    text = json.dumps({"stage": stage, **depends}, sort_keys=True, default=str)
+    """A short hash of the stage's name and everything it depends on (key order does not matter), under the names
+    keys were first hashed with (``config.identity_names``), so a renamed config key keeps every stored result."""
+    text = json.dumps({"stage": stage, **identity_names(depends)}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

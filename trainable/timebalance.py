@@ -27,7 +27,7 @@ from trainable.config import TrainConfig
 from trainable.data import transforms
 from trainable.data.datasets import ClipSpec, ConsecutiveClips, EvalClips, TrainClips
 from trainable.data.index import DatasetIndex
-from trainable.data.splits import LabeledSplit, labeled_split
+from trainable.data.subsets import LabeledSubset, labeled_subset
 from trainable.data.video import VideoReader
 from trainable.engine import RunData, Sums, add_step, autocast_for, endless_batches, epoch_steps, load_index, new_sums, seed_epoch, trained_net
 from trainable.evaluate import evaluate
@@ -177,15 +177,15 @@ def student_losses(
 # The run: three shared stages (``trainable.stages``), then the student, the trial's own training.
 
 # What a teacher's pretraining depends on, beyond the training videos themselves; a key not listed here (the
-# student's omega, lr, epochs, the labeled split) can change without retraining the teachers.
+# student's omega, lr, epochs, the labeled subset) can change without retraining the teachers.
 PRETRAIN_KEYS = (
-    "dataset", "data_root", "split", "primary_backbone", "scale", "input_size", "scale_min", "scale_max",
+    "dataset", "data_root", "split", "primary_backbone", "scale", "input_size", "resize_min", "resize_max",
     "clips_per_video", "ssl_frames", "ssl_stride", "ssl_batch_size", "ssl_temperature", "pretrain_epochs",
     "teacher_lr", "teacher_warmup_epochs", "steps_per_epoch", "precision", "seed",
 )  # fmt: skip
-# Fine-tuning adds the labeled split (its hash), the clips the student will show the teachers, its own length.
+# Fine-tuning adds the labeled subset (its hash), the clips the student will show the teachers, its own length.
 FINETUNE_KEYS = ("primary_frames", "primary_stride", "finetune_epochs", "batch_size", "steps_per_epoch", "teacher_lr",
-                 "teacher_warmup_epochs", "views_clips", "views_crops", "seed")  # fmt: skip
+                 "teacher_warmup_epochs", "test_clips", "test_crops", "seed")  # fmt: skip
 TEACHER_FILE = "teacher.pt"
 SIMILARITY_FILE = "similarity.json"
 
@@ -197,7 +197,7 @@ class Context:
     cfg: TrainConfig
     session: Session
     index: DatasetIndex
-    split: LabeledSplit
+    subset: LabeledSubset
     reader: VideoReader
     opts: transforms.SpatialOptions
     stages: StageStore
@@ -224,13 +224,13 @@ class Context:
         rank 0 records in the ``stages`` table which result this trial used and whether it built it."""
         key = stage_key(stage, depends)
         started = time.monotonic()
-        result = self.stages.get(stage, depends, lambda folder: build(folder, key), owner=self.session.owner)
-        built_here = result.info.get("owner") == self.session.owner  # also when an earlier attempt of this trial built it
+        result = self.stages.get(stage, depends, lambda folder: build(folder, key), owner=self.session.stages.owner)
+        built_here = result.info.get("owner") == self.session.stages.owner  # also when an earlier attempt of this trial built it
         # Each worker says what it did: of a trial's workers exactly one builds a stage, the others wait for it.
         log.info("stage %s %s: rank %d %s", stage, result.key[:8], self.session.rank,
                  "built it" if not result.reused else f"reused it after {time.monotonic() - started:.1f} s")  # fmt: skip
         if self.session.rank == 0:
-            self.session.stage_sink.write_stage({
+            self.session.stages.sink.write_stage({
                 "stage": stage, "stage_key": result.key, "reused": not built_here, "built_by": result.info.get("owner"),
                 "build_s": result.info.get("seconds"), "waited_s": 0.0 if built_here else time.monotonic() - started,
                 "path": result.location,
@@ -241,7 +241,7 @@ class Context:
         """Writes a stage's epoch rows (``stage-<stage>-<key>`` in the epochs table) and logs them."""
 
         def on_epoch(metrics: dict[str, Any]) -> None:
-            self.session.stage_sink.write_stage_epoch(stage, key, metrics)
+            self.session.stages.sink.write_stage_epoch(stage, key, metrics)
             extra = "".join(f"  {k} {metrics[k]:.1f}" for k in ("top1", "aux_top1") if k in metrics)
             log.info("%s %s: epoch %d/%d  loss %.4f  lr %.2g%s  %.1f s", stage, key[:8], metrics["epoch"], epochs,
                      metrics["loss"], metrics["lr"], extra, metrics["epoch_time_s"])  # fmt: skip
@@ -259,8 +259,8 @@ class Context:
     def test_set(self, models_: tuple[str, ...], rank: int = 0, world_size: int = 1) -> EvalClips:
         """The multi-view test set, this worker's share; one entry per name in ``models_`` (the same clips)."""
         spec = ClipSpec(self.cfg.primary_frames, self.cfg.primary_stride)
-        views = transforms.test_views(self.opts, self.cfg.views_crops)
-        return EvalClips(self.index.test[rank::world_size], self.reader, dict.fromkeys(models_, spec), self.cfg.views_clips, views)
+        views = transforms.test_views(self.opts, self.cfg.test_crops)
+        return EvalClips(self.index.test[rank::world_size], self.reader, dict.fromkeys(models_, spec), self.cfg.test_clips, views)
 
 
 def pretrain_stage(ctx: Context, objective: Objective) -> StageResult:
@@ -306,7 +306,7 @@ def finetune_stage(ctx: Context, invariant: StageResult, distinctive: StageResul
     """Both teachers fine-tuned on the labeled set, and ``s`` of every video from the pretrained ones (Algorithm 1,
     line 16); the result holds both fine-tuned backbones and the scores."""
     cfg, stage = ctx.cfg, "finetune_teachers"
-    depends = {"pretrained": [invariant.key, distinctive.key], "split_hash": ctx.split.split_hash,
+    depends = {"pretrained": [invariant.key, distinctive.key], "subset_hash": ctx.subset.subset_hash,
                **{k: getattr(cfg, k) for k in FINETUNE_KEYS}}  # fmt: skip
 
     def build(folder: Path, key: str) -> None:
@@ -315,10 +315,10 @@ def finetune_stage(ctx: Context, invariant: StageResult, distinctive: StageResul
         scores = video_similarity(ctx, teachers["invariant"], teachers["distinctive"])
         seed_epoch(cfg, 0, 0)
         clip = ClipSpec(cfg.primary_frames, cfg.primary_stride)
-        labeled = TrainClips(ctx.split.labeled, ctx.reader, {"teacher": clip}, {"labeled": transforms.geometric(ctx.opts)})
+        labeled = TrainClips(ctx.subset.labeled, ctx.reader, {"teacher": clip}, {"labeled": transforms.geometric(ctx.opts)})
         backbones = {name: t.backbone for name, t in teachers.items()}
         report = ctx.reporter(stage, key, cfg.finetune_epochs)
-        alone = LocalSession(device=str(ctx.device), stage_root=ctx.session.stage_root)  # the test set unsharded
+        alone = LocalSession(device=str(ctx.device), stage_root=ctx.session.stages.root)  # the test set unsharded
 
         def on_epoch(metrics: dict[str, Any]) -> None:
             if metrics["epoch"] == cfg.finetune_epochs:  # the teachers' test accuracy, once (Table 2, rows b–c)
@@ -360,17 +360,17 @@ class Student:
     as every method's epochs are, with ``stage`` "student".
 
     Each step is a labeled batch and ``mu`` times as many unlabeled clips, one forward pass of the student over
-    both (one batch: ``batchnorm: split`` does not apply), the fine-tuned teachers' predictions of the same clips
+    both (one batch: ``batchnorm: separate`` does not apply), the fine-tuned teachers' predictions of the same clips
     mixed by each video's ``s``; Adam with the paper's schedule at ``lr``.
     """
 
     def __init__(self, cfg: TrainConfig, session: Session) -> None:
         self.cfg = cfg
         index = load_index(cfg, progress=session.rank == 0)
-        split = labeled_split(index.train, cfg.labeled_per_class, cfg.labeled_seed, cfg.labeled_fraction)
-        opts = transforms.SpatialOptions(input_size=cfg.input_size, scale_min=cfg.scale_min, scale_max=cfg.scale_max,
+        subset = labeled_subset(index.train, cfg.labeled_per_class, cfg.labeled_subset_seed, cfg.labeled_fraction)
+        opts = transforms.SpatialOptions(input_size=cfg.input_size, resize_min=cfg.resize_min, resize_max=cfg.resize_max,
                                          randaug_ops=cfg.randaug_ops, randaug_magnitude=cfg.randaug_magnitude, cutout=cfg.cutout)  # fmt: skip
-        ctx = Context(cfg, session, index, split, VideoReader(cache=cfg.cache_decoded, decoder=cfg.video_reader), opts, StageStore(session.stage_root))
+        ctx = Context(cfg, session, index, subset, VideoReader(cache=cfg.cache_decoded, decoder=cfg.video_reader), opts, StageStore(session.stages.root))
         invariant = pretrain_stage(ctx, "invariant")
         distinctive = pretrain_stage(ctx, "distinctive")
         tuned = finetune_stage(ctx, invariant, distinctive)
@@ -379,8 +379,8 @@ class Student:
         scores = json.loads((tuned.path / SIMILARITY_FILE).read_text())["by_video"]
         clip = ClipSpec(cfg.primary_frames, cfg.primary_stride)
         crop = transforms.geometric(opts)
-        self.labeled = TrainClips(split.labeled, ctx.reader, {"primary": clip}, {"labeled": crop})
-        self.unlabeled = TrainClips(split.unlabeled, ctx.reader, {"primary": clip}, {"clip": crop})
+        self.labeled = TrainClips(subset.labeled, ctx.reader, {"primary": clip}, {"labeled": crop})
+        self.unlabeled = TrainClips(subset.unlabeled, ctx.reader, {"primary": clip}, {"clip": crop})
         # A video whose clips could not be scored (unreadable) gets the even mix.
         self.s = {name: torch.tensor([scores.get(r.name, 0.5) for r in data.records], device=session.device)
                   for name, data in (("labeled", self.labeled), ("unlabeled", self.unlabeled))}  # fmt: skip
@@ -397,8 +397,8 @@ class Student:
             student.load_state_dict({k.removeprefix("backbone."): v for k, v in pretrained.items()
                                      if k.startswith("backbone.") and not k.startswith("backbone.fc.")}, strict=False)  # fmt: skip
         self.nets: dict[str, nn.Module] = {"primary": trained_net(cfg, student)}
-        self.data = RunData(index, split, ctx.reader, ctx.test_set(("primary",), session.rank, session.world_size))
-        self.steps = epoch_steps(cfg, len(split.unlabeled), cfg.mu * cfg.batch_size * session.world_size)
+        self.data = RunData(index, subset, ctx.reader, ctx.test_set(("primary",), session.rank, session.world_size))
+        self.steps = epoch_steps(cfg, len(subset.unlabeled), cfg.mu * cfg.batch_size * session.world_size)
         self.row: dict[str, Any] = {"stage": "student"}
 
     def optimizers(self, nets: dict[str, nn.Module]) -> Optimizers:

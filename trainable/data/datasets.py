@@ -5,8 +5,8 @@ clip ``f"{m}_{a}"`` (e.g. ``primary_weak`` and ``primary_strong`` are two spatia
 temporal sample), plus ``label`` and ``index``. The loop builds it with ``transforms.geometric`` for every
 augmentation, so its clips are uint8 ``(T, H, W, C)`` crops, and finishes a batch of them on the device
 (``transforms.DeviceFinish``: RandAugment and cutout of the strong views, normalisation of all). A test item
-holds ``f"{m}"`` as a stack of normalised float views ``(views, C, T, H, W)``: ``views_clips`` clips times
-``views_crops`` crops.
+holds ``f"{m}"`` as a stack of normalised float views ``(views, C, T, H, W)``: ``test_clips`` clips times
+``test_crops`` crops.
 """
 
 from __future__ import annotations
@@ -99,24 +99,24 @@ class EvalClips(_Videos):
         records: list[VideoRecord],
         reader: VideoReader,
         clips: dict[str, ClipSpec],
-        views_clips: int,
+        test_clips: int,
         views: Callable[[torch.Tensor], list[torch.Tensor]],
     ) -> None:
         super().__init__(records, reader)
         self.clips = clips
-        self.views_clips = views_clips
+        self.test_clips = test_clips
         self.views = views
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
         specs = list(self.clips.values())
 
         def plan(count: int) -> list[np.ndarray]:
-            return [idx for s in specs for idx in sampling.uniform_clips(count, s.frames, s.stride, self.views_clips)]
+            return [idx for s in specs for idx in sampling.uniform_clips(count, s.frames, s.stride, self.test_clips)]
 
         index, clips = self._clips(index, plan)
         item: dict[str, torch.Tensor | int] = {"label": self.records[index].label, "index": index}
         for m, model in enumerate(self.clips):
-            mine = clips[m * self.views_clips : (m + 1) * self.views_clips]
+            mine = clips[m * self.test_clips : (m + 1) * self.test_clips]
             item[model] = torch.stack([view for clip in mine for view in self.views(clip)])
         return item
 

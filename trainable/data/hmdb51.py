@@ -32,7 +32,7 @@ def _split_files(root: Path, split: int) -> dict[str, Path]:
 def read_hmdb51(root: str | os.PathLike[str], split: int = 1) -> DatasetIndex:
     """Index split ``split`` (1–3) of an HMDB51 folder; classes sorted by name give labels 0..50.
 
-    A record's ``name`` is ``<class>/<video>`` whichever folder holds it, so labeled splits hash the same
+    A record's ``name`` is ``<class>/<video>`` whichever folder holds it, so labeled subsets hash the same
     on every copy; files listed but absent go to ``missing``.
     """
     root = dataset_root(root)

@@ -49,7 +49,7 @@ def read_kinetics400(root: str | os.PathLike[str]) -> DatasetIndex:
     """Index a Kinetics-400 folder: train list from ``train.csv``, test list from ``validate.csv``.
 
     The class index is the position in the sorted distinct training labels (the convention of published
-    checkpoints). A record's ``name`` is ``<label>/<file>`` in either folder style, so labeled splits hash
+    checkpoints). A record's ``name`` is ``<label>/<file>`` in either folder style, so labeled subsets hash
     the same on every copy; clips listed but absent go to ``missing``.
     """
     root = dataset_root(root)

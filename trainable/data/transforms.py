@@ -30,7 +30,7 @@ MEAN = (0.45, 0.45, 0.45)
 STD = (0.225, 0.225, 0.225)
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
-View = Literal["weak", "strong"]
+Augmentation = Literal["weak", "strong"]
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,8 @@ class SpatialOptions:
     """What the augmentation pipelines need to know; built from the training config."""
 
     input_size: int
-    scale_min: int
-    scale_max: int
+    resize_min: int
+    resize_max: int
     randaug_ops: int = 2
     randaug_magnitude: int = 9
     cutout: bool = True
@@ -58,10 +58,10 @@ class Crop:
 
 
 def draw_crop(height: int, width: int, opts: SpatialOptions) -> Crop:
-    """The draw of ``v2.RandomResize(scale_min, scale_max + 1)``, ``v2.RandomCrop(input_size)`` and
+    """The draw of ``v2.RandomResize(resize_min, resize_max + 1)``, ``v2.RandomCrop(input_size)`` and
     ``v2.RandomHorizontalFlip()`` on a ``height`` x ``width`` clip: the same draws from torch's RNG, in
     their order, so one seed gives both the same crop."""
-    short = int(torch.randint(opts.scale_min, opts.scale_max + 1, ()))
+    short = int(torch.randint(opts.resize_min, opts.resize_max + 1, ()))
     if width <= height:  # torchvision's rule: the short side to ``short``, the long one scaled and truncated
         new_h, new_w = int(short * height / width), short
     else:
@@ -101,7 +101,7 @@ def resized_crop(frames: torch.Tensor, crop: Crop, size: int) -> torch.Tensor:
 
 
 def geometric(opts: SpatialOptions) -> Transform:
-    """The loader's part of ``G_w``, ``G_s`` and ``G_n``: random short-side scale in ``[scale_min, scale_max]``,
+    """The loader's part of ``G_w``, ``G_s`` and ``G_n``: random short-side scale in ``[resize_min, resize_max]``,
     random ``input_size`` crop, horizontal flip with probability 1/2; one draw for all frames of a clip.
     uint8 ``(T, H, W, C)`` in and out."""
 
@@ -139,7 +139,7 @@ class DeviceFinish:
     Here rather than in the loader because RandAugment on a CPU costs more than decoding the video.
     """
 
-    def __init__(self, opts: SpatialOptions, views: dict[str, View]) -> None:
+    def __init__(self, opts: SpatialOptions, views: dict[str, Augmentation]) -> None:
         self.views = views
         self.randaugment = v2.RandAugment(num_ops=opts.randaug_ops, magnitude=opts.randaug_magnitude)
         self.cutout = v2.RandomErasing(p=1.0, scale=(0.05, 0.2), value=0) if opts.cutout else None

@@ -102,7 +102,7 @@ class Locator:
 def read_ucf101(root: str | os.PathLike[str], split: int = 1) -> DatasetIndex:
     """Index split ``split`` (1–3) of a UCF-101-layout folder; files listed but absent go to ``missing``.
 
-    A record's ``name`` is its path as the lists spell it, so labeled splits hash the same on every copy.
+    A record's ``name`` is its path as the lists spell it, so labeled subsets hash the same on every copy.
     """
     root = dataset_root(root)
     check_split(split)

@@ -1,8 +1,9 @@
-"""Labeled/unlabeled splits of a training list: k videos per class chosen with a seed (docs/method.md §1.3).
+"""The labeled subset of a training list: k videos per class chosen with a seed (docs/method.md §1.3), the rest
+unlabeled. ("Split" is the dataset's official train/test split 1-3, config key ``split``; this is not one.)
 
-The unlabeled part keeps its true labels, but only to measure pseudo-label accuracy. A split's identity
-is a hash of the chosen file names, reported with every run so that two runs can be checked to have
-trained on the same labeled videos.
+The unlabeled part keeps its true labels, but only to measure pseudo-label accuracy. A subset's identity
+(``subset_hash``) is a hash of the chosen file names, reported with every run so that two runs can be checked to
+have trained on the same labeled videos.
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ from trainable.data.index import VideoRecord
 
 
 @dataclass(frozen=True)
-class LabeledSplit:
+class LabeledSubset:
+    """The chosen labeled videos, the unlabeled rest, and the hash of the chosen names."""
+
     labeled: list[VideoRecord]
     unlabeled: list[VideoRecord]
-    split_hash: str
+    subset_hash: str
 
 
-def labeled_split(records: list[VideoRecord], per_class: int, seed: int, fraction: float | None = None) -> LabeledSplit:
+def labeled_subset(records: list[VideoRecord], per_class: int, seed: int, fraction: float | None = None) -> LabeledSubset:
     """Choose ``per_class`` labeled videos in every class, or, when given, ``fraction`` of each (at least one).
 
     A class with fewer videos than asked is all labeled. The paper's settings are counts per class
@@ -45,4 +48,4 @@ def labeled_split(records: list[VideoRecord], per_class: int, seed: int, fractio
     labeled = [r for i, r in enumerate(ordered) if i in chosen]
     unlabeled = [r for i, r in enumerate(ordered) if i not in chosen]
     digest = hashlib.sha256("\n".join(r.name for r in labeled).encode()).hexdigest()[:12]
-    return LabeledSplit(labeled=labeled, unlabeled=unlabeled, split_hash=digest)
+    return LabeledSubset(labeled=labeled, unlabeled=unlabeled, subset_hash=digest)
