@@ -371,11 +371,11 @@ def _today(source: str, raw: dict[str, Any], overrides: dict[str, Any]) -> tuple
         if section in raw:
             raw[section] = under(f"{section}.", raw[section])
     if isinstance(raw.get("space"), dict):  # a varied key's renamed values, e.g. batchnorm: {grid: [split, joint]}
-        for key, mapping in RENAMED_VALUES.items():
+        for key in RENAMED_VALUES:
             param = raw["space"].get(key)
             if isinstance(param, dict):
-                raw["space"][key] = {kind: [mapping.get(v, v) if isinstance(v, str) else v for v in vs] if isinstance(vs, list) else vs
-                                     for kind, vs in param.items()}  # fmt: skip
+                raw["space"][key] = {kind: [under("space.", {key: v})[key] for v in vs]
+                                     if isinstance(vs, list) else vs for kind, vs in param.items()}  # fmt: skip
     if isinstance(raw.get("cells"), list):
         raw["cells"] = [under(f"cells[{i}].", cell) for i, cell in enumerate(raw["cells"])]
     paper = raw.get("paper")
