@@ -6,11 +6,13 @@ import hashlib
 import json
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -78,6 +80,12 @@ def tiny_config(root: Path, **overrides: Any) -> dict[str, Any]:
     }
     refused = refused_keys(values["method"]) if values["method"] in catalog.METHODS else {}
     return {k: v for k, v in values.items() if k not in refused or k in overrides}
+
+
+def timebalance_config(root: Path, **overrides: Any) -> dict[str, Any]:
+    """TimeBalance with the tiny backbone: its three teacher stages and its student, 2 epochs each unless told."""
+    config = tiny_config(root, method="timebalance", aux_backbone=None, scale="tiny", epochs=2, steps_per_epoch=2)
+    return {**config, **overrides}
 
 
 @pytest.fixture(scope="session")
@@ -320,6 +328,26 @@ def check_tables(store: Store, search_id: str, trials: int) -> tuple[list[dict],
     [search] = read(store, "searches", search_id).to_pylist()
     assert search["status"] == "completed" and search["num_trials"] == trials
     return trial_rows, epoch_rows
+
+
+@contextmanager
+def two_nodes(folder: Path, temp_dir: Path | None = None, cwd: Path | None = None) -> Iterator[tuple[dict, subprocess.Popen]]:
+    """A loopback cluster: a head (with the trial drivers' resource) and a second raylet, one CPU each, the second
+    with its own ``temp_dir`` and working directory ``cwd`` if given; yields the head's addresses and the second
+    node's process (a test may kill it). Both are ended by their pids when the block ends."""
+    from processes import kill_tree, start_head, start_node, wait_for
+
+    head, address = start_head(folder / "head.log", cpus=1)
+    try:
+        node, _ = start_node(folder / "node.log", head=False, address=address["gcs"], cpus=1, temp_dir=temp_dir, cwd=cwd)
+        try:
+            wait_for(lambda: alive_nodes(address["dashboard"]) == 2, 120, "the second node to join", poll=1)
+            yield address, node
+        finally:
+            if node.poll() is None:
+                kill_tree(node, signal.SIGTERM)
+    finally:
+        kill_tree(head, signal.SIGTERM)
 
 
 def alive_nodes(dashboard: str) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -16,10 +15,11 @@ import ray.autoscaler
 import yaml
 
 from results.store import Store
+from results.tables import read
 from search.tune import DRIVER_RESOURCE
 
-from processes import child_env, kill_tree, search_driver, start_head, start_node, wait_for
-from conftest import alive_nodes, check_tables, grid_space, second_node, worker_on
+from processes import child_env, search_driver, wait_for
+from conftest import EPOCHS, STAGES, check_tables, grid_space, second_node, timebalance_config, tiny_space, two_nodes, worker_on
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,37 +46,47 @@ def files_under(folder: Path) -> set[str]:
 
 def test_two_nodes_that_share_no_disk_run_a_search_on_s3(s3_store: Store, tiny_dataset: Path, tmp_path: Path) -> None:
     """A head and a second raylet with its own ``--temp-dir`` and working directory (a machine of its own, but for
-    the dataset, which every node mounts), the store on the S3 server: a search with a trial on each node
-    completes, `python -m search doctor` passes from both nodes first, and no trial wrote a file outside the store
-    and Ray's own temp dirs (the second node's working directory stays empty, the repository gains nothing)."""
+    the dataset, which every node mounts), the store on the S3 server. `python -m search doctor` passes from both
+    nodes; a threshold grid with a trial on each node completes; a TimeBalance ω grid on 2 seeds completes with
+    each seed's teacher stages built once (by one ω's trial, on whichever node) and reused by the other. No trial
+    wrote a file outside the store and Ray's own temp dirs: the second node's working directory stays empty, the
+    repository gains nothing, and no downloaded stage result is left in either node's temp dir."""
     node_tmp = Path(tempfile.mkdtemp(prefix="rn-"))  # short: Ray's socket paths live below it
     node_cwd = tmp_path / "node-cwd"
     node_cwd.mkdir()
     repository = files_under(ROOT)
-    head, address = start_head(tmp_path / "head.log", cpus=1)
-    try:
-        node, _ = start_node(tmp_path / "node.log", head=False, address=address["gcs"], cpus=1, temp_dir=node_tmp, cwd=node_cwd)
-        try:
-            wait_for(lambda: alive_nodes(address["dashboard"]) == 2, 120, "the second node to join", poll=1)
-            doctor = subprocess.run([sys.executable, "-m", "search", "doctor", "--store", s3_store.uri, "--address", address["gcs"]],
-                                    cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=300)  # fmt: skip
-            assert doctor.returncode == 0, doctor.stdout + doctor.stderr[-3000:]
-            assert doctor.stdout.count("ok   store from node") == 2 and "FAIL" not in doctor.stdout, doctor.stdout
-            space = grid_space(tmp_path, tiny_dataset, [0.0, 0.5], max_concurrent=2)
-            name, log = "two-nodes", tmp_path / "driver.log"
-            driver = search_driver(space, name, s3_store.uri, log, "--address", address["gcs"])
-            second = second_node(address["dashboard"])
-            seen = wait_for(lambda: "worker" if worker_on(address["dashboard"], second) else "ended" if driver.poll() is not None else None,
-                            300, "a Train worker on the second node", poll=0.5)  # fmt: skip
-            assert seen == "worker", log.read_text()[-4000:]
-            assert driver.wait(timeout=600) == 0, log.read_text()[-4000:]
-            check_tables(s3_store, name, trials=2)
-        finally:
-            if node.poll() is None:
-                kill_tree(node, signal.SIGTERM)
-    finally:
-        kill_tree(head, signal.SIGTERM)
+    copies_before = set(Path(tempfile.gettempdir()).glob("stage-results-*"))
+    with two_nodes(tmp_path, temp_dir=node_tmp, cwd=node_cwd) as (address, _):
+        doctor = subprocess.run([sys.executable, "-m", "search", "doctor", "--store", s3_store.uri, "--address", address["gcs"]],
+                                cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert doctor.returncode == 0, doctor.stdout + doctor.stderr[-3000:]
+        assert doctor.stdout.count("ok   store from node") == 2 and "FAIL" not in doctor.stdout, doctor.stdout
+        space = grid_space(tmp_path, tiny_dataset, [0.0, 0.5], max_concurrent=2)
+        name, log = "two-nodes", tmp_path / "driver.log"
+        driver = search_driver(space, name, s3_store.uri, log, "--address", address["gcs"])
+        second = second_node(address["dashboard"])
+        seen = wait_for(lambda: "worker" if worker_on(address["dashboard"], second) else "ended" if driver.poll() is not None else None,
+                        300, "a Train worker on the second node", poll=0.5)  # fmt: skip
+        assert seen == "worker", log.read_text()[-4000:]
+        assert driver.wait(timeout=600) == 0, log.read_text()[-4000:]
+        check_tables(s3_store, name, trials=2)
+
+        base = timebalance_config(tiny_dataset, epochs=EPOCHS, steps_per_epoch=1, test_clips=1, pretrain_epochs=1, finetune_epochs=1)
+        omegas = tiny_space(tmp_path, tiny_dataset, name="omega", base={k: v for k, v in base.items() if k != "omega"},
+                            space={"omega": {"grid": [0.5, 1.0]}}, seeds=[0, 1], max_concurrent=2)  # fmt: skip
+        driver = search_driver(omegas, "omega", s3_store.uri, log, "--address", address["gcs"])
+        assert driver.wait(timeout=600) == 0, log.read_text()[-4000:]
+        check_tables(s3_store, "omega", trials=4)
+    stages = read(s3_store, "stages", "omega").to_pylist()
+    for seed in (0, 1):
+        for stage in STAGES:
+            mine = [r for r in stages if (r["seed"], r["stage"]) == (seed, stage)]
+            assert sorted(r["reused"] for r in mine) == [False, True], mine  # built by one ω's trial, reused by the other's
+            assert len({r["trial_id"] for r in mine}) == 2 and len({r["stage_key"] for r in mine}) == 1
+            [built] = [r for r in mine if not r["reused"]]
+            assert all(r["built_by"] == built["trial_id"] for r in mine), mine
     assert not list(node_cwd.iterdir()), sorted(node_cwd.rglob("*"))
     assert files_under(ROOT) - repository == set()
     assert list(node_tmp.glob("session_*")), "the second node used its own temp dir"
+    assert not list(node_tmp.rglob("stage-results-*")) and set(Path(tempfile.gettempdir()).glob("stage-results-*")) <= copies_before
     shutil.rmtree(node_tmp, ignore_errors=True)

@@ -18,8 +18,8 @@ from results.store import Store
 from results.tables import read
 from search.space import load
 
-from processes import kill_tree, search_driver, start_head, start_node, wait_for
-from conftest import EPOCHS, alive_nodes, check_tables, epochs_of, grid_space, second_node, worker_on
+from processes import kill_tree, search_driver, wait_for
+from conftest import EPOCHS, check_tables, epochs_of, grid_space, second_node, two_nodes, worker_on
 
 
 
@@ -141,24 +141,13 @@ def test_killed_train_worker_resumes_from_its_checkpoint(
 def test_a_killed_node_s_trial_finishes_on_another(tiny_dataset: Path, tmp_path: Path) -> None:
     """A loopback cluster of two nodes (a head and a second raylet, one CPU each); the second node is killed
     while its trial's worker runs there; Tune retries the trial on the head, from its checkpoint."""
-    head, address = start_head(tmp_path / "head.log", cpus=1)
-    try:
-        node, _ = start_node(tmp_path / "node.log", head=False, address=address["gcs"], cpus=1)
-        try:
-            wait_for(lambda: alive_nodes(address["dashboard"]) == 2, 120, "the second node to join", poll=1)
-            space = grid_space(tmp_path, tiny_dataset, [0.0, 0.5], max_concurrent=2, max_failures=1)
-            store, name, log = Store(tmp_path / "store"), "nodes", tmp_path / "driver.log"
-            driver = search_driver(space, name, tmp_path / "store", log, "--address", address["gcs"])
-            node_id = second_node(address["dashboard"])
-            wait_for(lambda: worker_on(address["dashboard"], node_id), 300, "a Train worker on the second node", poll=1)
-            wait_for(lambda: epochs_of(store, name), 300, "a first row")
-            kill_tree(node)
-            assert driver.wait(timeout=600) == 0, log.read_text()[-4000:]
-            check_tables(store, name, trials=2)
-        finally:
-            if node.poll() is None:
-                kill_tree(node, signal.SIGTERM)
-    finally:
-        kill_tree(head, signal.SIGTERM)
-
-
+    with two_nodes(tmp_path) as (address, node):
+        space = grid_space(tmp_path, tiny_dataset, [0.0, 0.5], max_concurrent=2, max_failures=1)
+        store, name, log = Store(tmp_path / "store"), "nodes", tmp_path / "driver.log"
+        driver = search_driver(space, name, tmp_path / "store", log, "--address", address["gcs"])
+        node_id = second_node(address["dashboard"])
+        wait_for(lambda: worker_on(address["dashboard"], node_id), 300, "a Train worker on the second node", poll=1)
+        wait_for(lambda: epochs_of(store, name), 300, "a first row")
+        kill_tree(node)
+        assert driver.wait(timeout=600) == 0, log.read_text()[-4000:]
+        check_tables(store, name, trials=2)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from trainable.stages import DONE, LOCK, StageStore, StageStoreError, stage_key
+from trainable.stages import DONE, LOCK, StageStore, StageStoreError, remove_copies, stage_key
 
 
 @pytest.fixture(params=["folder", "s3"])
@@ -51,6 +51,23 @@ def test_a_result_is_built_once_and_then_found(tmp_path: Path, store_uri: str) -
     folder = stages.folder("pretrain_invariant", first.key)
     assert names(stages, folder) == [DONE, f"{LOCK}.000000", first.info["result"]]  # no build's leftovers
     assert first.location.startswith(store_uri.rstrip("/")) or not store_uri.startswith("s3://")
+
+
+def test_a_trial_s_copies_of_s3_results_are_removed_when_it_ends(tmp_path: Path, store_uri: str) -> None:
+    """A result on S3 is downloaded into this process's temp dir to be loaded; ``remove_copies`` (the Train worker's
+    last step) deletes the copies, and a later load downloads again. A folder store's result is its own folder."""
+    stages = StageStore(store_uri)
+    built = stages.get("pretrain_invariant", {"seed": 5}, slow_build(tmp_path / "log", 0))
+    found = StageStore(store_uri).get("pretrain_invariant", {"seed": 5}, slow_build(tmp_path / "log", 0))
+    assert found.reused and (found.path / "teacher.pt").read_text() == f"weights of {os.getpid()}"
+    copied = not store_uri.startswith(str(tmp_path))
+    assert found.path.is_relative_to(tmp_path) != copied and (built.path.parent.name.startswith("stage-results-") == copied)
+    remove_copies()
+    assert found.path.exists() != copied and built.path.exists() != copied
+    again = StageStore(store_uri).get("pretrain_invariant", {"seed": 5}, slow_build(tmp_path / "log", 0))
+    assert again.reused and (again.path / "teacher.pt").read_text() == f"weights of {os.getpid()}"
+    remove_copies()
+    assert len((tmp_path / "log").read_text().split()) == 1  # built once
 
 
 def _race(store: str, log: str, out: str) -> None:

@@ -24,7 +24,7 @@ from trainable.stages import StageStore
 from trainable.optim import PaperSchedule
 from trainable.timebalance import Teacher, finetune, finish, pretrain, pretrain_loss, similarity, student_losses
 
-from conftest import tiny_config
+from conftest import timebalance_config
 
 STAGES = TIMEBALANCE.stages[:-1]  # the shared ones; the last is the student, the trial's own
 
@@ -162,11 +162,6 @@ def test_finetuning_a_teacher_fits_the_labeled_clips(tiny_dataset: Path) -> None
     finetune({"invariant": net.backbone}, transforms.DeviceFinish(opts, {}), "teacher_labeled", batches=batches(), device=torch.device("cpu"),
              epochs=6, steps=3, lr=3e-3, warmup_epochs=1, on_epoch=rows.append)  # fmt: skip
     assert len(rows) == 6 and rows[-1]["loss"] < rows[0]["loss"]  # cross entropy falls on the labeled set
-
-
-def timebalance_config(tiny_dataset: Path, **overrides: object) -> dict:
-    config = tiny_config(tiny_dataset, method="timebalance", aux_backbone=None, scale="tiny", epochs=2, steps_per_epoch=2)
-    return {**config, **overrides}
 
 
 def run_timebalance(config: dict, stage_root: Path) -> tuple[list[dict], LocalSession]:

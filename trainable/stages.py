@@ -372,11 +372,19 @@ _COPIES: list[tempfile.TemporaryDirectory] = []
 
 
 def _copies() -> Path:
-    """This process's folder of downloaded stage results, removed when the process exits: a Train worker is one
-    trial's, so each trial downloads the results it loads once, and leaves nothing behind on the node."""
+    """This process's folder of downloaded stage results (from an object store): a Train worker is one trial's, so
+    each trial downloads the results it loads once. ``remove_copies`` ends it."""
     if not _COPIES:
         _COPIES.append(tempfile.TemporaryDirectory(prefix="stage-results-"))
     return Path(_COPIES[0].name)
+
+
+def remove_copies() -> None:
+    """Delete this process's downloaded stage results. Called when a trial's training ends, whichever way: Ray ends a
+    Train worker without running Python's exit handlers, so a copy left to ``TemporaryDirectory``'s finalizer would
+    stay in the node's temp dir after every TimeBalance trial on an S3 store."""
+    while _COPIES:
+        _COPIES.pop().cleanup()
 
 
 def _who(held: dict[str, Any]) -> str:

@@ -24,7 +24,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     entered = time.time()
     import ray.train
 
-    from trainable import logs, loop
+    from trainable import logs, loop, stages
     from trainable.config import TrainConfig
     from trainable.session import RaySession
 
@@ -38,4 +38,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # From ``fit`` to here: the Train controller's and this worker's processes starting, the process group.
     startup = entered - fit_started if fit_started is not None else float("nan")
     log.info("worker %d of %d started %.1f s after fit", context.get_world_rank(), context.get_world_size(), startup)
-    loop.run(TrainConfig.parse(config), RaySession(writer, started=entered, startup_s=startup))
+    try:
+        loop.run(TrainConfig.parse(config), RaySession(writer, started=entered, startup_s=startup))
+    finally:
+        stages.remove_copies()  # Ray ends this process without exit handlers: nothing downloaded stays on the node
