@@ -39,25 +39,20 @@ class EpochWriter:
         self._epoch(self.trial_id, metrics, checkpoint_path=checkpoint_path, node_ip=metrics.get("node_ip"))
 
     def write_stage_epoch(self, stage: str, key: str, metrics: dict[str, Any]) -> None:
-        """An epoch of a shared stage result this trial builds (``trainable.stages``), under the result's own id
-        ``stage-<stage>-<key>``: trials that reuse the result find its curves there, and no trial's summary
-        counts them."""
-        self._epoch(stage_trial_id(stage, key), {**metrics, "stage": stage})
+        """An epoch of a shared stage result this trial builds (``trainable.stages``): no trial id, since the result
+        belongs to every trial that uses it and no trial's summary counts it, and its key in ``stage_key``, where
+        the trials that reuse the result find its curves."""
+        self._epoch(None, {**metrics, "stage": stage}, stage_key=key)
 
     def write_stage(self, row: dict[str, Any]) -> None:
         """Which stage result this trial used (``stages`` table): its key, and whether it built or reused it."""
         self.store.append("stages", self.search_id, [{"trial_id": self.trial_id, "seed": self.seed, **row, "recorded_at": now()}])
 
-    def _epoch(self, trial_id: str, metrics: dict[str, Any], **extra: Any) -> None:
+    def _epoch(self, trial_id: str | None, metrics: dict[str, Any], stage_key: str | None = None, **extra: Any) -> None:
         row: dict[str, Any] = {"trial_id": trial_id, "seed": self.seed}
         row.update({k: _plain(metrics.get(k)) for k in REPORTED})
-        row.update(stage=metrics.get("stage"), **extra, reported_at=now())
+        row.update(stage=metrics.get("stage"), stage_key=stage_key, **extra, reported_at=now())
         self.store.append("epochs", self.search_id, [row])
-
-
-def stage_trial_id(stage: str, key: str) -> str:
-    """The id a stage result's epoch rows carry in the epochs table."""
-    return f"stage-{stage}-{key}"
 
 
 def _plain(value: Any) -> Any:

@@ -60,7 +60,7 @@ class SearchData:
     epochs: list[dict[str, Any]]  # the trials' own, in (trial, epoch) order
     params: list[str]  # the configuration columns that differ between trials, seed left out
     space: dict[str, Any] = field(default_factory=dict)  # the space file as it was run
-    # Rows under a stage result's id ``stage-<stage>-<key>``: stages in the order first written, then by seed, id, epoch.
+    # A stage result's rows (``stage_key`` set, no trial id): stages in the order first written, then by seed, key, epoch.
     stage_epochs: list[dict[str, Any]] = field(default_factory=list)
     runs: list[dict[str, Any]] = field(default_factory=list)  # every ``search run`` of it, oldest first (``runs``)
 
@@ -141,8 +141,8 @@ def load(store: Store, search: str) -> SearchData:
         own = "trial_id IN (SELECT trial_id FROM trials)"  # what the trials' summaries count, too
         epochs = con.sql(f"SELECT * FROM epochs WHERE {own} ORDER BY trial_id, epoch").to_arrow_table().to_pylist()
         stage_epochs = con.sql(
-            f"SELECT * EXCLUDE ({ORDER}) FROM _epochs WHERE stage IS NOT NULL AND NOT ({own}) "
-            f"ORDER BY min({ORDER}) OVER (PARTITION BY stage), stage, seed, trial_id, epoch"
+            f"SELECT * EXCLUDE ({ORDER}) FROM _epochs WHERE stage_key IS NOT NULL "
+            f"ORDER BY min({ORDER}) OVER (PARTITION BY stage), stage, seed, stage_key, epoch"
         ).to_arrow_table().to_pylist()
         params = [c for c in varied_columns(con) if c != "seed"]
         space = yaml.safe_load(row.get("space_yaml") or "") or {}
@@ -320,17 +320,17 @@ def pseudo_labels(data: SearchData, metric: str) -> tuple[Figure, str, str] | No
 def stages(data: SearchData, metric: str) -> tuple[Figure, str, str] | None:
     """The training loss of every stage result the search built, whichever trial built it: the teachers that every
     student of the same seed (and split) then started from."""
-    results: dict[str, dict[str, list[dict[str, Any]]]] = {}  # stage → result id → its epochs
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {}  # stage → stage key → its epochs
     for row in data.stage_epochs:
-        results.setdefault(row["stage"], {}).setdefault(row["trial_id"], []).append(row)
+        results.setdefault(row["stage"], {}).setdefault(row["stage_key"], []).append(row)
     if not results:
         return None
     seeds = sorted({row.get("seed") or 0 for row in data.stage_epochs})
     fig, axes = plt.subplots(1, len(results), figsize=(5.0 * len(results), 3.8), squeeze=False)
-    for ax, (stage, by_id) in zip(axes.flat, results.items()):
-        for i, (result_id, rows) in enumerate(by_id.items()):
+    for ax, (stage, by_key) in zip(axes.flat, results.items()):
+        for i, (key, rows) in enumerate(by_key.items()):
             seed = rows[0].get("seed") or 0
-            label = f"{result_id.rsplit('-', 1)[-1][:8]} seed {seed}" + _tested(rows[-1])
+            label = f"{key[:8]} seed {seed}" + _tested(rows[-1])
             losses = [r["loss"] if _real(r.get("loss")) else math.nan for r in rows]
             ax.plot([r["epoch"] for r in rows], losses, _STYLES[i % len(_STYLES)], marker=".", ms=5,
                     color=f"C{seeds.index(seed) % 10}", lw=1.4, label=label)  # fmt: skip

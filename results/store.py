@@ -47,7 +47,7 @@ TABLES = ("searches", "trials", "epochs", "stages", "runs")
 KEYS = {
     "searches": ("search_id",),
     "trials": ("search_id", "trial_id"),
-    "epochs": ("search_id", "trial_id", "epoch"),
+    "epochs": ("search_id", "trial_id", "stage_key", "epoch"),  # a stage result's rows: no trial id, its key
     "stages": ("search_id", "trial_id", "stage"),
     # One row per ``search run`` of a search, never replaced: the history of what ran it (``results history``).
     "runs": ("search_id", "run_id"),

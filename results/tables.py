@@ -6,13 +6,15 @@ nothing needs rewriting when an epoch arrives:
 
 - ``epochs``: one row per (search, trial, epoch), the latest attempt's. ``stage`` says what the row trained:
   NULL for a single-stage method, ``student`` for a pipeline method's own training (TimeBalance), and a stage's
-  name on the rows of a shared stage result, which carry the result's own id ``stage-<stage>-<key>``
-  (``results.ledger.stage_trial_id``) in place of a trial id: they are written once, by the trial that built the
-  result, and belong to no trial. Stores from before stages have no ``stage`` column: it reads as NULL;
+  name on the rows of a shared stage result. Those rows have no ``trial_id`` and carry the result's key in
+  ``stage_key`` (NULL on a trial's own rows): they are written once, by the trial that built the result (the
+  ``stages`` table's ``built_by``), and belong to no trial, so one per (search, stage key, epoch) is kept. Stores
+  from before stages have no ``stage`` column: it reads as NULL; a stage result's rows from before ``stage_key``
+  (under the id ``stage-<stage>-<key>``) read as today's;
 - ``trials``: the latest event of each trial (its config, status, wall time), plus ``epochs_run``,
   ``final_<m>`` (the last epoch's value of every metric; for a stopped trial, of the epoch it was stopped at), ``best_<m>`` (of top1, top5, aux_top1, loss and
   the search's own metric) and ``best_epoch`` (the first epoch with the best value of the search's metric),
-  from the trial's own epoch rows only (a stage result's rows have no trial, so they count for none); and from
+  from the trial's own epoch rows only (a stage result's rows have no trial id, so they count for none); and from
   ``stages``: ``stages_built`` and ``stages_reused``, the names of the stages whose results the trial trained
   and those it found trained by another (comma-separated, in the order the trial got them; NULL for none),
   and ``stage_keys``, every stage it used as ``<stage>=<key>`` in that order: two trials with the same
@@ -45,7 +47,7 @@ BEST = {"top1": "max", "top5": "max", "aux_top1": "max", "loss": "min"}
 FINAL = tuple(m for m in METRICS if m != "epoch")
 # Columns the views read that older stores lack (written before they existed): NULL there, of this type.
 LATER = {
-    "epochs": {"stage": "VARCHAR"},
+    "epochs": {"stage": "VARCHAR", "stage_key": "VARCHAR"},
     "stages": {"stage_key": "VARCHAR", "reused": "BOOLEAN", "recorded_at": "VARCHAR"},
     "trials": {"revision": "BIGINT"},
 }
@@ -109,15 +111,26 @@ def _latest(con: duckdb.DuckDBPyConnection, view: str, table: str, store: Store,
         con.execute(f"CREATE OR REPLACE TEMP TABLE {view}_rows AS SELECT {PARTITION}, * EXCLUDE ({PARTITION}) FROM {view}_arrow")
         con.unregister(f"{view}_arrow")
         scan = f"SELECT * FROM {view}_rows"
+    columns = [row[0] for row in con.execute(f"DESCRIBE {scan}").fetchall()]
+    missing = [c for c in LATER.get(table, {}) if c not in columns]
+    if missing:  # before the latest row is picked: a key may be a later column
+        added = ", ".join(f"NULL::{LATER[table][c]} AS {_ident(c)}" for c in missing)
+        scan, columns = f"SELECT *, {added} FROM ({scan})", columns + missing
+    if table == "epochs":
+        scan = _stage_rows_by_key(scan)
     latest = f"{scan} QUALIFY row_number() OVER (PARTITION BY {', '.join(KEYS[table])} ORDER BY {ORDER} DESC) = 1"
     con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS {latest}")
-    columns = [row[0] for row in con.execute(f"DESCRIBE {view}").fetchall()]
-    latest, columns = _renamed(con, view, table, latest, columns)
-    missing = [c for c in LATER.get(table, {}) if c not in columns]
-    if missing:  # read again only for a store that needs it
-        added = ", ".join(f"NULL::{LATER[table][c]} AS {_ident(c)}" for c in missing)
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT *, {added} FROM ({latest})")
-    return columns + missing
+    return _renamed(con, view, table, latest, columns)[1]
+
+
+def _stage_rows_by_key(scan: str) -> str:
+    """``scan`` with a stage result's epoch rows from before ``stage_key`` (stored under the made-up trial id
+    ``stage-<stage>-<key>``) read as today's: no trial id, the key in ``stage_key``."""
+    old = "stage_key IS NULL AND stage IS NOT NULL AND stage <> 'student' AND starts_with(trial_id, 'stage-' || stage || '-')"
+    return (
+        f"SELECT * FROM (SELECT * REPLACE (CASE WHEN {old} THEN NULL ELSE trial_id END AS trial_id, "
+        f"CASE WHEN {old} THEN substr(trial_id, length(stage) + 8) ELSE stage_key END AS stage_key) FROM ({scan}))"
+    )  # a query of its own, so that the latest row's QUALIFY partitions by these columns, not the ones read
 
 
 def _renamed(con: duckdb.DuckDBPyConnection, view: str, table: str, latest: str, columns: list[str]) -> tuple[str, list[str]]:
@@ -188,7 +201,7 @@ def connect(
     summary.append(f"arg_max(e.epoch, ({metric_value}, -e.epoch)) FILTER (WHERE NOT isnan(({metric_value})::DOUBLE) AND {judged}) AS best_epoch")
     keep = [c for c in event_columns if c not in derived]  # a compacted row carries the derived columns
     in_order = f"ORDER BY recorded_at, {ORDER}"  # the order the trial recorded them
-    # The summaries are joined to the trial events: the rows of a stage result (no trial has its id) count for none.
+    # The summaries are joined to the trial events: the rows of a stage result (no trial id) count for none.
     con.execute(
         f"""CREATE OR REPLACE TEMP VIEW _trials AS
         WITH summary AS (

@@ -225,12 +225,10 @@ def student_top1(omega: float, seed: int, n: int) -> float:
 
 def timebalance_search(store: Any, search_id: str = "tb") -> None:
     """A TimeBalance search over ω ∈ {0.5, 1} on seeds 0 and 1, as its trials write it: on each seed, the ω = 0.5
-    trial builds the three teacher stages (their epoch rows under the results' own ids, the last fine-tuning epoch
+    trial builds the three teacher stages (their epoch rows with no trial id and the result's stage_key, the last fine-tuning epoch
     with both teachers' top-1 of 90 and 80) and the ω = 1 trial reuses them (after waiting, on seed 1); every
     student trains 4 epochs. The stage results' folders lie under ``<store>/stage_results`` (``trainable.stages``).
     ``store``: a ``results.store.Store``."""
-    from results.ledger import stage_trial_id
-
     space = {"name": "tb-test", "space": {"omega": {"grid": [0.5, 1.0]}}, "seeds": 2, "search": {"type": "grid"}}
     store.append("searches", search_id, [{"search_id": search_id, "name": "tb-test", "space_yaml": json.dumps(space),
                                           "seeds": "[0, 1]", "metric": "top1", "mode": "max", "planned_trials": 4,
@@ -247,7 +245,7 @@ def timebalance_search(store: Any, search_id: str = "tb") -> None:
             if builds:
                 for n in range(1, epochs + 1):
                     tested = {"top1": 90.0, "aux_top1": 80.0} if stage == "finetune_teachers" and n == epochs else {}
-                    store.append("epochs", search_id, [{"trial_id": stage_trial_id(stage, key), "stage": stage, "seed": seed,
+                    store.append("epochs", search_id, [{"trial_id": None, "stage": stage, "stage_key": key, "seed": seed,
                                                         "epoch": n, "loss": 2.0 / n, "lr": 1e-3, "epoch_time_s": 1.0,
                                                         "top1": math.nan, "aux_top1": math.nan, **tested}])  # fmt: skip
                 store.fs.create_dir(path, recursive=True)

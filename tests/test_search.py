@@ -235,9 +235,10 @@ def test_a_timebalance_omega_grid_trains_each_seeds_teachers_once(ray_local: str
     assert len(stages) == 12 and len(set(keys.values())) == 6  # one result per seed and stage, used by both trials
     assert all(keys[r["seed"], r["stage"]] == r["stage_key"] for r in stages)
     epochs = read(store, "epochs", search_id).to_pylist()
-    built = sorted((e["seed"], e["stage"]) for e in epochs if e["trial_id"].startswith("stage-"))
+    built = sorted((e["seed"], e["stage"]) for e in epochs if e["stage_key"] is not None and e["trial_id"] is None)
     assert built == sorted((seed, stage) for seed in (0, 1) for stage in shared.split(","))
-    assert sorted(e["stage"] for e in epochs if not e["trial_id"].startswith("stage-")) == ["student"] * 4
+    assert sorted(e["stage"] for e in epochs if e["stage_key"] is None) == ["student"] * 4
+    assert {e["stage_key"] for e in epochs} - {None} == set(keys.values())
 
 
 def test_processes_of_the_local_instance_reach_its_own_state_api(ray_local: str) -> None:

@@ -149,3 +149,26 @@ def test_compaction_keeps_the_stages(tmp_path: Path) -> None:
     # the stage results' own folders, beside the table's partitions, are left alone and read as no part of it
     assert len(list((tmp_path / "store" / "stage_results").glob("*/*/result/teacher.pt"))) == 6
     assert len(store.parts("stages")) == 1 and read(store, "stages").num_rows == 12
+
+
+def test_a_stage_result_s_rows_from_before_stage_key_read_as_today_s(tmp_path: Path) -> None:
+    """Rows written when a stage result's epochs carried the id ``stage-<stage>-<key>`` (and no ``stage_key``) read
+    with no trial id and the key in ``stage_key``, before the latest row per epoch is picked: a row the same result
+    writes today replaces the old one, and compaction writes them as today's."""
+    store = Store(tmp_path / "store")
+    demo_search(store)
+    old = {"stage": "pretrain_invariant", "seed": 0, "loss": 2.0, "top1": math.nan, "aux_top1": math.nan}
+    for n in (1, 2):
+        store.append("epochs", "s", [{**old, "trial_id": "stage-pretrain_invariant-k1", "epoch": n}])
+    store.append("epochs", "s", [{**old, "trial_id": None, "stage_key": "k1", "epoch": 2, "loss": 1.0}])
+
+    def stage_rows() -> list[tuple]:
+        rows = read(store, "epochs", "s").to_pylist()
+        return sorted((e["trial_id"], e["stage_key"], e["epoch"], e["loss"]) for e in rows if e["stage"])
+
+    assert stage_rows() == [(None, "k1", 1, 2.0), (None, "k1", 2, 1.0)]
+    trials = {t["trial_id"]: t for t in read(store, "trials", "s").to_pylist()}
+    assert sorted(trials) == ["a", "b", "c"] and trials["a"]["epochs_run"] == 3  # no trial counts them
+    compact(store, "s")
+    assert stage_rows() == [(None, "k1", 1, 2.0), (None, "k1", 2, 1.0)]
+    assert {r["trial_id"] for r in pq.read_table(tmp_path / "store" / "epochs").to_pylist() if r["stage"]} == {None}
