@@ -79,10 +79,12 @@ def test_metrics_a_method_lacks_are_nan(tiny_dataset: Path) -> None:
     assert not math.isnan(metrics["top1"]) and metrics["loss"] == metrics["loss_sup"]
 
 
-def test_resumed_run_continues_exactly_like_an_uninterrupted_one(tiny_dataset: Path) -> None:
-    """Randomness is a function of (seed, epoch, rank): epoch 2 after a resume equals epoch 2 without one."""
+@pytest.mark.parametrize("workers", [0, 1])
+def test_resumed_run_continues_exactly_like_an_uninterrupted_one(tiny_dataset: Path, workers: int) -> None:
+    """Randomness is a function of (seed, epoch, rank): epoch 2 after a resume equals epoch 2 without one, also
+    where loader workers draw the augmentation."""
     # Two models with different optimizers: both optimizers' states and schedules are restored.
-    config = TrainConfig.parse(tiny_config(tiny_dataset, threshold=0.0, aux_optimizer="adamw", aux_lr=1e-3))
+    config = TrainConfig.parse(tiny_config(tiny_dataset, threshold=0.0, aux_optimizer="adamw", aux_lr=1e-3, loader_workers=workers))
     straight: list[dict[str, Any]] = []
     run(config, LocalSession(on_report=straight.append))
 
@@ -120,6 +122,37 @@ def test_bf16_autocast_computes_in_bf16_on_cpu(tiny_dataset: Path, method: str) 
         (metrics,) = history
         assert all(math.isfinite(metrics[k]) for k in ("loss", "loss_sup", "loss_pl", "top1")), metrics
     assert dtypes == {"bf16": {torch.bfloat16}, "fp32": {torch.float32}}
+
+
+@pytest.mark.parametrize("method, workers", [("actnetformer", 0), ("actnetformer", 1), ("timebalance", 1)])
+def test_on_a_cpu_the_loader_workers_finish_the_batches(tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        method: str, workers: int) -> None:  # fmt: skip
+    """With ``loader_workers`` on a CPU, the device part of the augmentation (RandAugment, normalisation) runs in
+    the loader's worker processes, for every stage of a pipeline too; without workers, in the training process."""
+    import os
+
+    from trainable.data import transforms
+
+    calls = tmp_path / "finished_by"
+
+    def noting(part: Any) -> Any:
+        def finish(self: Any, clips: torch.Tensor) -> torch.Tensor:
+            with calls.open("a") as out:  # the loader's workers are processes of their own: a file hears them all
+                out.write(f"{part.__name__} {os.getpid()}\n")
+            return part(self, clips)
+
+        return finish
+
+    for part in (transforms.DeviceFinish.weak, transforms.DeviceFinish.strong):
+        monkeypatch.setattr(transforms.DeviceFinish, part.__name__, noting(part))
+    extra = {"scale": "tiny", "clips_per_video": 2, "ssl_batch_size": 2} if method == "timebalance" else {"threshold": 0.0}
+    config = tiny_config(tiny_dataset, method=method, loader_workers=workers, epochs=1, steps_per_epoch=1, test_clips=1, **extra)
+    history: list[dict[str, Any]] = []
+    run(TrainConfig.parse(config), LocalSession(on_report=history.append))
+    assert len(history) == 1 and math.isfinite(history[0]["loss"])
+    seen = [line.split() for line in calls.read_text().splitlines()]
+    assert {part for part, _ in seen} == {"weak", "strong"}
+    assert {int(pid) == os.getpid() for _, pid in seen} == {workers == 0}
 
 
 def test_each_model_has_its_own_optimizer_and_gradient_clip(tiny_dataset: Path) -> None:

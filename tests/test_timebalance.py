@@ -108,16 +108,21 @@ def endless(tiny_dataset: Path, n: int = 2) -> Iterator[dict]:
         yield from DataLoader(data, batch_size=3, shuffle=True, drop_last=True)
 
 
+def finished(batches: Iterator[dict]) -> Iterator[dict]:
+    """ConsecutiveClips batches with the device part of their augmentation done, as ``engine.endless_batches`` gives them."""
+    device_finish = transforms.DeviceFinish(transforms.SpatialOptions(input_size=32, resize_min=32, resize_max=36), {})
+    return (finish(batch, device_finish) for batch in batches)
+
+
 @pytest.mark.parametrize("objective", ["invariant", "distinctive"])
 def test_a_pretrained_teacher_is_a_stage_result_the_next_trial_loads(tiny_dataset: Path, tmp_path: Path, objective: str) -> None:
     """Pretraining reports every epoch; through the stage store the second trial loads the first one's weights."""
-    opts = transforms.SpatialOptions(input_size=32, resize_min=32, resize_max=36)
     rows: list[dict] = []
 
     def build(folder: Path) -> None:
         torch.manual_seed(0)
         net = teacher()
-        pretrain(objective, net, transforms.DeviceFinish(opts, {}), 0.1, batches=endless(tiny_dataset), device=torch.device("cpu"),
+        pretrain(objective, net, 0.1, batches=finished(endless(tiny_dataset)), device=torch.device("cpu"),
                  epochs=2, steps=2, lr=1e-3, warmup_epochs=1, on_epoch=rows.append)  # fmt: skip
         torch.save(net.state_dict(), folder / "teacher.pt")
 
@@ -159,7 +164,8 @@ def test_finetuning_a_teacher_fits_the_labeled_clips(tiny_dataset: Path) -> None
 
     net = teacher()
     rows: list[dict] = []
-    finetune({"invariant": net.backbone}, transforms.DeviceFinish(opts, {}), "teacher_labeled", batches=batches(), device=torch.device("cpu"),
+    weak = transforms.DeviceFinish(opts, {"teacher_labeled": "weak"})
+    finetune({"invariant": net.backbone}, "teacher_labeled", batches=map(weak, batches()), device=torch.device("cpu"),
              epochs=6, steps=3, lr=3e-3, warmup_epochs=1, on_epoch=rows.append)  # fmt: skip
     assert len(rows) == 6 and rows[-1]["loss"] < rows[0]["loss"]  # cross entropy falls on the labeled set
 
@@ -257,8 +263,7 @@ def test_a_teacher_stage_trains_under_bf16_autocast_with_float32_losses(tiny_dat
     batch = batch_of(tiny_dataset)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert net.project(batch["clips_a"]).dtype == torch.float32
-    pretrain(objective, net, transforms.DeviceFinish(transforms.SpatialOptions(input_size=32, resize_min=32, resize_max=36), {}),
-             0.1, batches=endless(tiny_dataset), device=torch.device("cpu"), epochs=2, steps=2, lr=1e-3, warmup_epochs=0,
+    pretrain(objective, net, 0.1, batches=finished(endless(tiny_dataset)), device=torch.device("cpu"), epochs=2, steps=2, lr=1e-3, warmup_epochs=0,
              on_epoch=rows.append, autocast=torch.autocast("cpu", dtype=torch.bfloat16))  # fmt: skip
     assert len(rows) == 2 and all(math.isfinite(r["loss"]) for r in rows)
 

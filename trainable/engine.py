@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator, Protocol
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from trainable import methods, parallel
 from trainable.config import TrainConfig
@@ -38,7 +38,7 @@ from trainable.data.video import VideoReader
 from trainable.evaluate import evaluate
 from trainable.metrics import METRICS
 from trainable.optim import Optimizers
-from trainable.session import Session
+from trainable.session import Session, to_device
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +75,29 @@ def seed_epoch(cfg: TrainConfig, epoch: int, rank: int) -> None:
 
 
 def endless_batches(
-    dataset: Dataset, batch_size: int, cfg: TrainConfig, epoch: int, stream: int, rank: int = 0, world_size: int = 1
+    dataset: Dataset,
+    batch_size: int,
+    cfg: TrainConfig,
+    epoch: int,
+    stream: int,
+    rank: int = 0,
+    world_size: int = 1,
+    finish: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    device: torch.device | None = None,
 ) -> Iterator:
     """Batches of worker ``rank``'s share of shuffled passes over ``dataset``, without end; ``stream`` keeps
-    datasets' orders apart (labeled 0, unlabeled 1, TimeBalance's pretraining 2 and fine-tuning 3)."""
+    datasets' orders apart (labeled 0, unlabeled 1, TimeBalance's pretraining 2 and fine-tuning 3).
+
+    With ``finish`` (the device part of the augmentation, ``transforms.DeviceFinish``), the batches come finished
+    and on ``device``. On a CPU with ``loader_workers`` the loader's worker processes finish them, as they collate
+    each batch, so that RandAugment runs beside the training step rather than in it; on an accelerator the
+    training process finishes each batch once it is on the device, where RandAugment is cheap. Each loader worker
+    draws from its own torch RNG, seeded from the training process's when the epoch's loader starts, so a resumed
+    epoch draws the same either way.
+    """
     sampler = ShardSampler(len(dataset), cfg.seed * 1000 + stream, epoch, rank, world_size)
+    device = device or torch.device("cpu")
+    in_workers = finish is not None and finishes_in_loader(cfg, device)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
@@ -87,8 +105,26 @@ def endless_batches(
         drop_last=True,
         num_workers=cfg.loader_workers,
         pin_memory=cfg.pin_memory,
+        collate_fn=FinishedCollate(finish) if in_workers and finish is not None else None,
     )
-    return iter(loader)
+    if finish is None or in_workers:
+        return iter(loader)
+    return (finish(to_device(batch, device)) for batch in loader)
+
+
+def finishes_in_loader(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether the loader's workers do the device part of the augmentation: on a CPU, when there are workers."""
+    return cfg.loader_workers > 0 and device.type == "cpu"
+
+
+@dataclass(frozen=True)
+class FinishedCollate:
+    """A loader's ``collate_fn`` that collates a batch as the default does, then finishes it (in the worker)."""
+
+    finish: Callable[[dict[str, Any]], dict[str, Any]]
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        return self.finish(default_collate(items))
 
 
 def epoch_steps(cfg: TrainConfig, videos: int, batch: int) -> int:

@@ -25,7 +25,7 @@ from trainable.data.subsets import labeled_subset
 from trainable.data.video import VideoReader
 from trainable.engine import RunData, Sums, add_step, drive, endless_batches, epoch_steps, load_index, new_sums, trained_net
 from trainable.optim import Optimizers
-from trainable.session import LocalSession, Session, to_device
+from trainable.session import LocalSession, Session
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +119,9 @@ def _train_epoch(
     for net in nets.values():
         net.train()
     shard = session.rank, session.world_size
-    labeled = endless_batches(data.labeled, cfg.batch_size, cfg, epoch, 0, *shard)
-    unlabeled = endless_batches(data.unlabeled, cfg.mu * cfg.batch_size, cfg, epoch, 1, *shard) if data.unlabeled else None
+    finished = {"finish": data.finish, "device": session.device}
+    labeled = endless_batches(data.labeled, cfg.batch_size, cfg, epoch, 0, *shard, **finished)
+    unlabeled = endless_batches(data.unlabeled, cfg.mu * cfg.batch_size, cfg, epoch, 1, *shard, **finished) if data.unlabeled else None
     ramp_steps = cfg.unsup_warmup_epochs * steps
     gather = parallel.gather_rows if cfg.contrastive_negatives == "global" else None
     sums = new_sums()
@@ -134,8 +135,8 @@ def _train_epoch(
             temperature=cfg.temperature,
             symmetric=cfg.contrastive_symmetric,
         )
-        lab = data.finish(to_device(next(labeled), session.device))
-        unl = data.finish(to_device(next(unlabeled), session.device)) if unlabeled is not None else None
+        lab = next(labeled)
+        unl = next(unlabeled) if unlabeled is not None else None
         train_step(method, nets, optimizers, autocast, lab, unl, weights, sums, cfg.batchnorm == "joint", gather)
     return sums
 

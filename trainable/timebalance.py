@@ -10,6 +10,7 @@ unpooled time steps (``L_D2``, Supp. D).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -33,7 +34,7 @@ from trainable.engine import RunData, Sums, add_step, autocast_for, endless_batc
 from trainable.evaluate import evaluate
 from trainable.models.resnet3d import ResNet3d
 from trainable.optim import Optimizers
-from trainable.session import LocalSession, Session, to_device
+from trainable.session import LocalSession, Session
 from trainable.stages import StageResult, StageStore, stage_key
 
 log = logging.getLogger(__name__)
@@ -114,8 +115,8 @@ def train_stage(
     autocast: contextlib.AbstractContextManager = contextlib.nullcontext(),
 ) -> None:
     """One teacher stage (the stages are not checkpointed, so not the driver's epochs: a stage interrupted is built
-    again): Adam with the paper's schedule (``optim.Optimizers.paper``) over ``epochs`` of ``steps`` batches, each batch moved to
-    ``device`` and scored by ``step_loss`` under ``autocast`` (bf16 with ``precision: bf16``); ``on_epoch`` is told
+    again): Adam with the paper's schedule (``optim.Optimizers.paper``) over ``epochs`` of ``steps`` batches, finished and on
+    ``device`` (``engine.endless_batches``), each scored by ``step_loss`` under ``autocast`` (bf16 with ``precision: bf16``); ``on_epoch`` is told
     each epoch's mean loss and learning rate."""
     net.train()
     optimizers = Optimizers.paper({"teacher": net}, lr, 0.0, warmup_epochs, steps, clip=None)
@@ -124,7 +125,7 @@ def train_stage(
         total = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device, read once an epoch
         for _ in range(steps):
             with autocast:
-                loss = step_loss(to_device(next(batches), device))
+                loss = step_loss(next(batches))
             optimizers.zero_grad()
             loss.backward()
             optimizers.step()
@@ -134,22 +135,21 @@ def train_stage(
         on_epoch({"epoch": epoch, "loss": mean, "lr": optimizers.lr(), "epoch_time_s": time.perf_counter() - started})
 
 
-def pretrain(objective: Objective, teacher: Teacher, device_finish: transforms.DeviceFinish, temperature: float, **stage: Any) -> None:
-    """Self-supervised pretraining of one teacher (Algorithm 1, lines 8–15) on ConsecutiveClips batches;
-    ``stage``: ``train_stage``'s other arguments."""
-    train_stage(teacher, lambda batch: pretrain_loss(objective, teacher, finish(batch, device_finish), temperature), **stage)
+def pretrain(objective: Objective, teacher: Teacher, temperature: float, **stage: Any) -> None:
+    """Self-supervised pretraining of one teacher (Algorithm 1, lines 8–15) on finished ConsecutiveClips batches
+    (``finish``); ``stage``: ``train_stage``'s other arguments."""
+    train_stage(teacher, lambda batch: pretrain_loss(objective, teacher, batch, temperature), **stage)
 
 
-def finetune(backbones: dict[str, ResNet3d], device_finish: transforms.DeviceFinish, view: str, **stage: Any) -> None:
+def finetune(backbones: dict[str, ResNet3d], view: str, **stage: Any) -> None:
     """The pretrained teachers' backbones and classifiers trained on the labeled clips with cross entropy
     (Algorithm 1, lines 17–21), together: one Adam over both minimises the sum of their losses, which is each
-    teacher's own loss for its own weights; ``view`` names the batch's clips (a ``TrainClips`` entry);
+    teacher's own loss for its own weights; ``view`` names the batch's clips (a ``TrainClips`` entry, finished);
     ``stage``: ``train_stage``'s arguments."""
     both = nn.ModuleDict(backbones)
 
     def step_loss(batch: dict[str, Any]) -> torch.Tensor:
-        clips = device_finish.weak(batch[view])
-        return sum(losses.supervised_loss(net(clips).float(), batch["label"]) for net in both.values())
+        return sum(losses.supervised_loss(net(batch[view]).float(), batch["label"]) for net in both.values())
 
     train_stage(both, step_loss, **stage)
 
@@ -274,8 +274,9 @@ def pretrain_stage(ctx: Context, objective: Objective) -> StageResult:
         teacher = ctx.teacher(ctx.index.num_classes).to(ctx.device)
         data = ctx.consecutive(transforms.geometric(ctx.opts))
         steps = epoch_steps(cfg, len(data), cfg.ssl_batch_size)
-        batches = endless_batches(data, cfg.ssl_batch_size, cfg, 0, 2)
-        pretrain(objective, teacher, transforms.DeviceFinish(ctx.opts, {}), cfg.ssl_temperature, batches=batches, device=ctx.device,
+        strong = functools.partial(finish, device_finish=transforms.DeviceFinish(ctx.opts, {}))
+        batches = endless_batches(data, cfg.ssl_batch_size, cfg, 0, 2, finish=strong, device=ctx.device)
+        pretrain(objective, teacher, cfg.ssl_temperature, batches=batches, device=ctx.device,
                  epochs=cfg.pretrain_epochs, steps=steps, lr=cfg.teacher_lr, warmup_epochs=cfg.teacher_warmup_epochs,
                  on_epoch=ctx.reporter(stage, key, cfg.pretrain_epochs), autocast=ctx.autocast())  # fmt: skip
         torch.save(teacher.cpu().state_dict(), folder / TEACHER_FILE)
@@ -328,8 +329,9 @@ def finetune_stage(ctx: Context, invariant: StageResult, distinctive: StageResul
                 metrics = {**metrics, "top1": accuracy["top1"], "aux_top1": accuracy["aux_top1"]}
             report(metrics)
 
-        finetune(backbones, transforms.DeviceFinish(ctx.opts, {}), "teacher_labeled",
-                 batches=endless_batches(labeled, cfg.batch_size, cfg, 0, 3), device=ctx.device, epochs=cfg.finetune_epochs,
+        weak = transforms.DeviceFinish(ctx.opts, {"teacher_labeled": "weak"})
+        finetune(backbones, "teacher_labeled", batches=endless_batches(labeled, cfg.batch_size, cfg, 0, 3, finish=weak, device=ctx.device),
+                 device=ctx.device, epochs=cfg.finetune_epochs,
                  steps=epoch_steps(cfg, len(labeled), cfg.batch_size), lr=cfg.teacher_lr, warmup_epochs=cfg.teacher_warmup_epochs,
                  on_epoch=on_epoch, autocast=ctx.autocast())  # fmt: skip
         for name, backbone in backbones.items():
@@ -411,12 +413,12 @@ class Student:
         cfg, net = self.cfg, nets["primary"]
         net.train()
         shard = session.rank, session.world_size
-        labeled = endless_batches(self.labeled, cfg.batch_size, cfg, epoch, 0, *shard)
-        unlabeled = endless_batches(self.unlabeled, cfg.mu * cfg.batch_size, cfg, epoch, 1, *shard)
+        finished = {"finish": self.finish, "device": session.device}
+        labeled = endless_batches(self.labeled, cfg.batch_size, cfg, epoch, 0, *shard, **finished)
+        unlabeled = endless_batches(self.unlabeled, cfg.mu * cfg.batch_size, cfg, epoch, 1, *shard, **finished)
         sums = new_sums()
         for _ in range(self.steps):
-            lab = self.finish(to_device(next(labeled), session.device))
-            unl = self.finish(to_device(next(unlabeled), session.device))
+            lab, unl = next(labeled), next(unlabeled)
             clips = torch.cat([lab["primary_labeled"], unl["primary_clip"]])
             s = torch.cat([self.s["labeled"][lab["index"]], self.s["unlabeled"][unl["index"]]])
             with autocast:

@@ -1,14 +1,14 @@
 """Spatial augmentations of clips (docs/method.md §1.2), one random draw per clip applied to all its frames.
 
 Split in two, so that the data loader's processes do only what is cheap on uint8 and the rest runs where
-it is cheap, on the training device:
+it is cheap, on the training device (on a CPU with loader workers, in those workers: ``engine.endless_batches``):
 
 - the loader part (``geometric``, in ``TrainClips``): the random short-side scale, the random crop and the
   horizontal flip of ``G_w`` and ``G_s``, done by resampling only the source region the crop comes from
   (``resized_crop``: equal to torchvision's resize then crop within interpolation differences).
   uint8 in, uint8 out ``(T, S, S, C)``: the decoder's layout, so batching is a plain copy and a pinned
   transfer moves a quarter of the bytes of a float clip;
-- the device part (``DeviceFinish``, applied by the loop to a batch once it is on the device): RandAugment
+- the device part (``DeviceFinish``, applied to a collated batch on the training device): RandAugment
   and cutout of the strong views, and normalisation to float ``(B, C, T, H, W)`` of every view.
 
 torchvision's v2 transforms treat a ``tv_tensors.Video`` of shape ``(T, C, H, W)`` as one sample, so a
@@ -129,14 +129,16 @@ def normalise(clips: torch.Tensor, channel_dim: int = -3) -> torch.Tensor:
 
 
 class DeviceFinish:
-    """The device's part of the augmentations, applied by the loop to a batch once it is on the device.
+    """The device's part of the augmentations, applied to a collated batch (``engine.endless_batches`` says where).
 
     ``views`` names the batch's uint8 ``(B, T, H, W, C)`` entries (as ``geometric`` made them) and what each
     is: ``"strong"`` (``G_s``) gets RandAugment, normalisation and, if ``opts.cutout``, one erased rectangle
     (value 0, i.e. the mean colour) per clip; ``"weak"`` (``G_w``, ``G_n``) is normalised only. Each becomes
     float32 ``(B, C, T, H, W)``, contiguous; other entries pass unchanged. Every clip draws its own operations
-    from torch's global RNG, which the loop re-seeds every epoch, so a resumed run draws the same.
-    Here rather than in the loader because RandAugment on a CPU costs more than decoding the video.
+    from torch's global RNG (a loader worker's own, seeded from the training process's), which the driver re-seeds
+    every epoch, so a resumed run draws the same. A batch at a time rather than in each item's loading, because
+    RandAugment on a CPU costs more than decoding the video: on an accelerator it runs there, and on a CPU with
+    loader workers it runs in them, beside the training step.
     """
 
     def __init__(self, opts: SpatialOptions, views: dict[str, Augmentation]) -> None:
