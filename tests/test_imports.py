@@ -2,12 +2,13 @@
 wrote), so nothing below ``search`` imports ``search`` or Ray Tune.
 
 Read from the source with ``ast``, every import counted, those inside functions too: a lazy import is still
-an edge, it only moves when the circle bites.
+an edge, it only moves when the circle bites. And the README's layout section names every module of the tree.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,3 +92,22 @@ def test_nothing_below_search_imports_search_or_ray_tune() -> None:
         if not name.startswith("search")
     }
     assert {name: found for name, found in upward.items() if found} == {}
+
+
+def test_the_readme_layout_names_every_module_and_only_those() -> None:
+    """Every module of the packages, bench script, document and test helper is in the README's layout section,
+    and every file name the section gives exists: the map matches the tree."""
+    readme = (ROOT / "README.md").read_text()
+    layout = readme[readme.index("\n## Layout\n") :]
+    layout = layout[: layout.index("\n## ", 1)]
+    files = [p for package in PACKAGES for p in (ROOT / package).glob("*.py") if p.stem not in ("__init__", "__main__")]
+    files += [*(ROOT / "bench").glob("*.py"), *(ROOT / "bench").glob("*.sh"), *(ROOT / "docs").glob("*.md")]
+    files += [p for p in (ROOT / "tests").glob("*.py") if not p.name.startswith("test_")]
+    assert sorted(p.name for p in files if p.name not in layout) == []
+    folders = [p for p in (ROOT / "trainable").iterdir() if p.is_dir() and (p / "__init__.py").exists()]
+    assert sorted(p.name for p in folders if f"{p.name}/" not in layout) == []
+    named = set(re.findall(r"[\w/]+\.(?:py|sh|md|yaml)\b", layout))
+    tops = (*PACKAGES, "spaces", "bench", "docs", "tests")
+    tree = {str(p.relative_to(ROOT)) for top in tops for p in (ROOT / top).rglob("*")} | {"cluster.yaml", "README.md"}
+    names = {p.rsplit("/", 1)[-1] for p in tree}
+    assert sorted(n for n in named if n not in tree and n.rsplit("/", 1)[-1] not in names and "*" not in n) == []
