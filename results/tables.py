@@ -248,8 +248,10 @@ def retrying(fn: Callable[[], T], attempts: int = 5) -> T:
 
 
 def read(store: Store, table: str, search_id: str | None = None) -> pa.Table:
-    """One table (latest rows, summaries derived) as Arrow: for code that wants the rows, not SQL."""
-    return retrying(lambda: connect(store, search_id).sql(f"SELECT * FROM {table}").to_arrow_table())
+    """One table (latest rows, summaries derived) as Arrow, in key order (a trial's epochs in order): for code that
+    wants the rows, not SQL."""
+    order = ", ".join(KEYS[table])
+    return retrying(lambda: connect(store, search_id).sql(f"SELECT * FROM {table} ORDER BY {order}").to_arrow_table())
 
 
 def compact(store: Store, search_id: str) -> dict[str, int]:
