@@ -23,13 +23,13 @@ from typing import Any
 import ray
 import ray.train
 from ray import tune
-from ray.train.torch import TorchTrainer
+from ray.train.torch import TorchConfig, TorchTrainer
 
 from results.ledger import EpochWriter
 from results.store import Store
 from search.resume import Pins
 from trainable.config import TrainConfig
-from trainable.worker import FIT_STARTED_KEY, WRITER_KEY, train_loop_per_worker
+from trainable.worker import FIT_STARTED_KEY, WRITER_KEY, train_loop_per_worker, warm_up
 
 # What ``TuneReportCallback`` names the metric that carries an epoch's checkpoint, kept for Tune's results.
 CHECKPOINT_PATH_KEY = "checkpoint_path"
@@ -52,6 +52,7 @@ def run_trial(
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={**config, WRITER_KEY: writer, FIT_STARTED_KEY: time.time()},
+        torch_config=WarmTorchConfig(),
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=gpus > 0, resources_per_worker=resources),
         run_config=ray.train.RunConfig(
             name=f"train-{trial_id}",
@@ -64,6 +65,21 @@ def run_trial(
         ),
     )
     report_epochs(trainer, reports, last_epoch=TrainConfig.parse(config).epochs)
+
+
+class _WarmBackend(TorchConfig().backend_cls):  # type: ignore[misc]  # Train's torch backend, whatever its name
+    def on_start(self, worker_group: Any, backend_config: TorchConfig) -> None:
+        worker_group.execute(warm_up)
+        super().on_start(worker_group, backend_config)
+
+
+class WarmTorchConfig(TorchConfig):
+    """Train's torch process-group setup, after each worker has started importing the training loop
+    (``trainable.worker.warm_up``): the imports overlap with the rest of Ray's start of the workers."""
+
+    @property
+    def backend_cls(self) -> type:
+        return _WarmBackend
 
 
 def report_epochs(trainer: TorchTrainer, reports: Any, last_epoch: int) -> None:

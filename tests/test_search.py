@@ -241,6 +241,34 @@ def test_a_timebalance_omega_grid_trains_each_seeds_teachers_once(ray_local: str
     assert {e["stage_key"] for e in epochs} - {None} == set(keys.values())
 
 
+def test_a_trial_s_workers_begin_importing_the_loop_before_its_train_function_starts(ray_local: str, tmp_path: Path) -> None:
+    """A trial's ``TorchTrainer`` (``search.trial.WarmTorchConfig``): by the train function's first line, its worker
+    has begun importing the training loop (the warm-up thread runs, or the loop is imported), while Ray set up the
+    process group; with Train's own ``TorchConfig`` nothing would have."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from search.trial import WarmTorchConfig
+
+    answer = tmp_path / "begun"
+
+    def probe(config: dict) -> None:
+        import sys
+        import threading
+
+        begun = "trainable.loop" in sys.modules or any(t.name == "warm-up" for t in threading.enumerate())
+        answer.write_text(str(begun))
+
+    trainer = TorchTrainer(
+        probe,
+        torch_config=WarmTorchConfig(),
+        scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
+        run_config=ray.train.RunConfig(name="warm", storage_path=str(tmp_path / "train")),
+    )
+    trainer.fit()
+    assert answer.read_text() == "True"
+
+
 def test_processes_of_the_local_instance_reach_its_own_state_api(ray_local: str) -> None:
     """Train frees a finished trial's workers only if its cleaner, a Ray actor, finds this instance's state API.
 

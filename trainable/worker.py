@@ -8,6 +8,7 @@ and the video decoder just for that: seconds of every trial's start on a small m
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
@@ -42,3 +43,24 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         loop.run(TrainConfig.parse(config), RaySession(writer, started=entered, startup_s=startup))
     finally:
         stages.remove_copies()  # Ray ends this process without exit handlers: nothing downloaded stays on the node
+
+
+def warm_up() -> None:
+    """Start importing what ``train_loop_per_worker`` needs, in a thread of this Train worker, and return at once.
+
+    Run by the trial's Train controller on every worker before it sets up the process group
+    (``search.trial.WarmTorchConfig``): the imports (torchvision, timm, pytorchvideo, and ``torch._dynamo``, which
+    the first optimizer built imports, torch's ``_disable_dynamo``) then overlap with what Ray still does before it
+    calls the train function, instead of following it. The train function's own imports wait for any this thread
+    has begun (Python's import lock) and redo any that failed, so a failure here is reported there.
+    """
+    threading.Thread(target=_import_loop, name="warm-up", daemon=True).start()
+
+
+def _import_loop() -> None:
+    try:
+        import torch._dynamo  # noqa: F401
+
+        from trainable import loop  # noqa: F401
+    except Exception:  # the train function imports the same and raises what failed
+        log.debug("warm-up import failed", exc_info=True)
