@@ -97,7 +97,7 @@ def endless_batches(
     """
     sampler = ShardSampler(len(dataset), cfg.seed * 1000 + stream, epoch, rank, world_size)
     device = device or torch.device("cpu")
-    in_workers = finish is not None and finishes_in_loader(cfg, device)
+    collate = FinishedCollate(finish) if finish is not None and cfg.loader_workers > 0 and device.type == "cpu" else None
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
@@ -105,16 +105,11 @@ def endless_batches(
         drop_last=True,
         num_workers=cfg.loader_workers,
         pin_memory=cfg.pin_memory,
-        collate_fn=FinishedCollate(finish) if in_workers and finish is not None else None,
+        collate_fn=collate,
     )
-    if finish is None or in_workers:
+    if finish is None or collate is not None:
         return iter(loader)
     return (finish(to_device(batch, device)) for batch in loader)
-
-
-def finishes_in_loader(cfg: TrainConfig, device: torch.device) -> bool:
-    """Whether the loader's workers do the device part of the augmentation: on a CPU, when there are workers."""
-    return cfg.loader_workers > 0 and device.type == "cpu"
 
 
 @dataclass(frozen=True)
