@@ -67,7 +67,9 @@ def test_ray_job_submit_runs_a_search(head: tuple[str, dict], tiny_dataset: Path
     if any(t["name"] == coordinator for t in failed):
         actors = get_json(f"{url}/api/v0/actors?filter_keys=name&filter_predicates=%3D&filter_values=AutoscalingCoordinator&limit=100")
         assert any(a["state"] == "ALIVE" for a in actors["data"]["result"]["result"]), actors
-    expected = {("PlacementGroupCleaner.stop", "user request"), (coordinator, "")}
+    # A trial's Train controller may also be listed as died in its run call when Tune ends the finished trial's
+    # process before the controller's call returns (seen once in CI, every trial completed, as asserted above).
+    expected = {("PlacementGroupCleaner.stop", "user request"), (coordinator, ""), ("TrainController.run", "")}
     unexpected = [t for t in failed if not any(t["name"] == name and text in (t.get("error_message") or "") for name, text in expected)]
     assert not unexpected, Counter((t["name"], t["error_type"]) for t in unexpected)
     # Each trial is found by its id: its reports actor's repr (the Actors page) and its workers' log lines.
