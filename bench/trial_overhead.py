@@ -14,9 +14,10 @@ store, or reads one that ran already (``--store``, ``--search``), and splits eve
 
 ``epochs`` is the sum of the epochs' ``epoch_time_s`` (training and test). Then the whole search: its wall
 time against the epochs' time divided by how many trials ran at once. Then, on the same Ray instance, the
-floor: as many trials of a ``TorchTrainer`` whose workers do nothing but report once, with the same
-resources, concurrency and Tune settings (``--floor 0`` skips it): what any trial here costs before its
-first line of training code runs, and in all.
+floor: as many trials whose workers do nothing but report once, with the same trainer as the search's trials
+(``search.backend.trial_trainer``), resources, concurrency and Tune settings (``--floor 0`` skips it): what any
+trial here costs before its first line of training code runs, and in all; and as many again with Ray's own
+``TorchTrainer``, whose module imports torch in the trial's process and its Train controller too.
 
     python bench/trial_overhead.py                       # the demo, into a temporary store (~5 min here)
     python bench/trial_overhead.py --store S              # the demo, kept in S
@@ -27,7 +28,7 @@ table's ``wall_s`` is the same span), so ``fixed_s`` (a demo trial's wall − Σ
 trial's wall) compare like for like; ``--ray-env KEY=VALUE`` sets Ray settings for both, to try what lowers the floor.
 
 Goal (issue 25): median ``setup_s`` ≤ 2 s and median fixed cost ≤ floor + 3 s. The last line is
-``setup_s S fixed_s F floor_s P`` (medians, seconds), numbers only there.
+``setup_s S fixed_s F floor_s P torch_trainer_floor_s T`` (medians, seconds), numbers only there.
 """
 
 from __future__ import annotations
@@ -131,18 +132,26 @@ def _walls() -> object:
     return Walls()
 
 
-def _floor_trial(config: dict, storage: str) -> None:
-    """The floor's trial: what ``search.trial.run_trial`` does, with a worker that does nothing."""
+def _floor_trial(config: dict, storage: str, trainer: str) -> None:
+    """The floor's trial: what ``search.trial.run_trial`` does, with a worker that does nothing, through the
+    trials' own trainer (``trainer`` "trial") or Ray's ``TorchTrainer`` ("torch")."""
     import ray.train
     from ray import tune
-    from ray.train.torch import TorchTrainer
 
     from search.trial import TrialReports, TuneReport, report_epochs
 
     started = time.time()
     trial_id = tune.get_context().get_trial_id()
     reports = TrialReports.remote(trial_id)
-    trainer = TorchTrainer(
+    if trainer == "torch":
+        from ray.train.torch import TorchTrainer as make
+    else:
+        from functools import partial
+
+        from search.backend import trial_trainer
+
+        make = partial(trial_trainer, use_gpu=False)
+    trainer = make(
         _report_once,
         train_loop_config={"fit_started": started},
         scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
@@ -152,18 +161,19 @@ def _floor_trial(config: dict, storage: str) -> None:
     tune.report({"fit_s": time.time() - started})
 
 
-def floor(trials: int, concurrent: int, storage: str) -> tuple[float, float, float]:
-    """Medians over ``trials`` no-op trials of (fit → the worker's first line, the whole fit, the trial's wall)."""
+def floor(trials: int, concurrent: int, storage: str, trainer: str) -> tuple[float, float, float]:
+    """Medians over ``trials`` no-op trials of ``trainer`` (``_floor_trial``) of (fit → the worker's first line,
+    the whole fit, the trial's wall)."""
     from ray import tune
 
     from search.tune import DRIVER_RESOURCE, DRIVER_SHARE
 
     walls = _walls()
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(_floor_trial, storage=storage), {DRIVER_RESOURCE: DRIVER_SHARE}),
+        tune.with_resources(tune.with_parameters(_floor_trial, storage=storage, trainer=trainer), {DRIVER_RESOURCE: DRIVER_SHARE}),
         param_space={"i": tune.grid_search(list(range(trials)))},
         tune_config=tune.TuneConfig(max_concurrent_trials=concurrent),
-        run_config=tune.RunConfig(storage_path=storage, verbose=0, callbacks=[walls]),
+        run_config=tune.RunConfig(storage_path=storage, name=f"floor-{trainer}", verbose=0, callbacks=[walls]),
     )
     frames = [r.metrics_dataframe for r in tuner.fit() if r.error is None]  # each trial's two reports
     startup = [float(f["startup_s"].dropna().iloc[0]) for f in frames]
@@ -198,7 +208,7 @@ def main() -> None:
             if not ray.is_initialized():  # else the demo's instance, as it was set up
                 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
                 start_local_ray(resources={DRIVER_RESOURCE: 1000})
-            floor_startup, floor_fit, floor_wall = floor(args.floor, total["concurrency"], f"{folder}/floor")
+            floors = {t: floor(args.floor, total["concurrency"], f"{folder}/floor", t) for t in ("trial", "torch")}
     print(f"\nsearch {search_id}: where each trial's wall time went (seconds)")
     columns = ("wall", "epochs", "overhead", *PARTS)
     print(f"{'trial':10s} {'status':9s} {'ep':>3s} " + " ".join(f"{c:>8s}" for c in columns))
@@ -212,10 +222,12 @@ def main() -> None:
           f"{total['concurrency']} at a time: {ideal:.1f} s; ratio {ratio:.2f}")  # fmt: skip
     last = f"setup_s {medians['setup']:.1f} fixed_s {medians['overhead']:.1f}"
     if args.floor:
-        print(f"floor, {args.floor} no-op TorchTrainer trials {total['concurrency']} at a time: fit to the worker's first "
-              f"line {floor_startup:.1f} s (ours: startup {medians['startup']:.1f} s), whole fit {floor_fit:.1f} s, "
-              f"trial wall {floor_wall:.1f} s (ours, less the epochs: {medians['overhead']:.1f} s)")  # fmt: skip
-        last += f" floor_s {floor_wall:.1f}"
+        for trainer, name in (("trial", "the trials' trainer"), ("torch", "Ray's TorchTrainer")):
+            floor_startup, floor_fit, floor_wall = floors[trainer]
+            print(f"floor, {args.floor} no-op trials of {name} {total['concurrency']} at a time: fit to the worker's first "
+                  f"line {floor_startup:.1f} s (ours: startup {medians['startup']:.1f} s), whole fit {floor_fit:.1f} s, "
+                  f"trial wall {floor_wall:.1f} s (ours, less the epochs: {medians['overhead']:.1f} s)")  # fmt: skip
+        last += f" floor_s {floors['trial'][2]:.1f} torch_trainer_floor_s {floors['torch'][2]:.1f}"
     print(last)
 
 

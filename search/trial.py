@@ -1,4 +1,5 @@
-"""One trial of a search: the Tune function that fits a Ray Train ``TorchTrainer`` on the trial's config.
+"""One trial of a search: the Tune function that fits a Ray Train torch trainer on the trial's config
+(``search.backend.trial_trainer``: Train's ``TorchTrainer`` less the torch import in this process).
 
 Apart from ``search.tune`` so that a trial's process imports only what a trial needs (not Optuna, the space
 parser, the loop's models): every trial is a new process. (Tune's ``reuse_actors`` would keep it, but a trial
@@ -23,13 +24,14 @@ from typing import Any
 import ray
 import ray.train
 from ray import tune
-from ray.train.torch import TorchConfig, TorchTrainer
+from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
 from results.ledger import EpochWriter
 from results.store import Store
 from search.resume import Pins
 from trainable.config import TrainConfig
-from trainable.worker import FIT_STARTED_KEY, WRITER_KEY, train_loop_per_worker, warm_up
+from search.backend import trial_trainer
+from trainable.worker import FIT_STARTED_KEY, WRITER_KEY, train_loop_per_worker
 
 # What ``TuneReportCallback`` names the metric that carries an epoch's checkpoint, kept for Tune's results.
 CHECKPOINT_PATH_KEY = "checkpoint_path"
@@ -38,7 +40,7 @@ CHECKPOINT_PATH_KEY = "checkpoint_path"
 def run_trial(
     config: dict[str, Any], train_storage: str, workers: int, cpus: float, gpus: float, store: Store, search_id: str, pins: Pins
 ) -> None:
-    """One Tune trial: fit a ``TorchTrainer`` on this trial's config; its epochs go to the ledger, then to Tune.
+    """One Tune trial: fit a torch trainer on this trial's config; its epochs go to the ledger, then to Tune.
 
     The Train run is named after the trial's ledger id, so a retried trial, or a trial of a resumed search,
     finds its earlier run's checkpoint and continues from it. Tune is given each epoch's checkpoint path, not
@@ -49,10 +51,10 @@ def run_trial(
     writer = EpochWriter(store, search_id, trial_id, config.get("seed"))
     reports = TrialReports.remote(trial_id if trial_id == tune_id else f"{trial_id} (tune {tune_id})")
     resources = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
-    trainer = TorchTrainer(
+    trainer = trial_trainer(
         train_loop_per_worker,
+        use_gpu=gpus > 0,
         train_loop_config={**config, WRITER_KEY: writer, FIT_STARTED_KEY: time.time()},
-        torch_config=WarmTorchConfig(),
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=gpus > 0, resources_per_worker=resources),
         run_config=ray.train.RunConfig(
             name=f"train-{trial_id}",
@@ -67,22 +69,7 @@ def run_trial(
     report_epochs(trainer, reports, last_epoch=TrainConfig.parse(config).epochs)
 
 
-class _WarmBackend(TorchConfig().backend_cls):  # type: ignore[misc]  # Train's torch backend, whatever its name
-    def on_start(self, worker_group: Any, backend_config: TorchConfig) -> None:
-        worker_group.execute(warm_up)
-        super().on_start(worker_group, backend_config)
-
-
-class WarmTorchConfig(TorchConfig):
-    """Train's torch process-group setup, after each worker has started importing the training loop
-    (``trainable.worker.warm_up``): the imports overlap with the rest of Ray's start of the workers."""
-
-    @property
-    def backend_cls(self) -> type:
-        return _WarmBackend
-
-
-def report_epochs(trainer: TorchTrainer, reports: Any, last_epoch: int) -> None:
+def report_epochs(trainer: DataParallelTrainer, reports: Any, last_epoch: int) -> None:
     """Fit ``trainer``, whose callbacks put each epoch into ``reports`` (a ``TrialReports``), and hand every
     epoch (its metrics' ``epoch``) to Tune from this thread, the trial function's, until the fit ends or
     ``last_epoch`` has been handed on; raise what the fit raised.
@@ -110,7 +97,7 @@ def report_epochs(trainer: TorchTrainer, reports: Any, last_epoch: int) -> None:
         raise failed[0]
 
 
-def _fit(trainer: TorchTrainer, reports: Any, failed: list[BaseException], last: threading.Event) -> None:
+def _fit(trainer: DataParallelTrainer, reports: Any, failed: list[BaseException], last: threading.Event) -> None:
     try:
         trainer.fit()
     except BaseException as error:  # re-raised by the trial function, so Tune sees the trial fail

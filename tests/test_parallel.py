@@ -69,13 +69,15 @@ def two_workers(ray_local: str, tmp_path_factory: pytest.TempPathFactory) -> lis
 
     from ray import cloudpickle
     from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+
+    from search.backend import trial_trainer
 
     # Workers cannot import a test module: ship this one's functions by value.
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     out = tmp_path_factory.mktemp("parallel")
-    result = TorchTrainer(
+    result = trial_trainer(  # the trials' own process group, two workers
         worker,
+        use_gpu=False,
         train_loop_config={"out": str(out)},
         scaling_config=ScalingConfig(num_workers=WORKERS, resources_per_worker={"CPU": 1}),
         run_config=RunConfig(

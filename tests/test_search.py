@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -241,32 +242,52 @@ def test_a_timebalance_omega_grid_trains_each_seeds_teachers_once(ray_local: str
     assert {e["stage_key"] for e in epochs} - {None} == set(keys.values())
 
 
-def test_a_trial_s_workers_begin_importing_the_loop_before_its_train_function_starts(ray_local: str, tmp_path: Path) -> None:
-    """A trial's ``TorchTrainer`` (``search.trial.WarmTorchConfig``): by the train function's first line, its worker
-    has begun importing the training loop (the warm-up thread runs, or the loop is imported), while Ray set up the
-    process group; with Train's own ``TorchConfig`` nothing would have."""
+def test_a_trial_s_trainer_imports_torch_in_its_workers_only_and_they_begin_importing_the_loop_early(
+    ray_local: str, tmp_path: Path
+) -> None:
+    """A trial's trainer (``search.backend.trial_trainer``): neither the trial's process (its module) nor its Train
+    controller (where Train's callbacks run) imports torch, while each worker has torch's gloo process group and
+    distributed environment as ``TorchTrainer`` sets them; and by the train function's first line the worker has
+    begun importing the training loop (the warm-up thread runs, or the loop is imported), which with Train's own
+    ``TorchConfig`` it would not have."""
+    import json
+
     import ray.train
-    from ray.train.torch import TorchTrainer
 
-    from search.trial import WarmTorchConfig
+    from search.backend import trial_trainer
 
-    answer = tmp_path / "begun"
+    trial_process = subprocess.run([sys.executable, "-c", "import sys, search.trial; print('torch' in sys.modules)"],
+                                   cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, check=True)  # fmt: skip
+    assert trial_process.stdout.strip() == "False"
+    seen = tmp_path / "seen.json"
+    controller = tmp_path / "controller"
 
     def probe(config: dict) -> None:
-        import sys
+        import os
         import threading
 
-        begun = "trainable.loop" in sys.modules or any(t.name == "warm-up" for t in threading.enumerate())
-        answer.write_text(str(begun))
+        import torch.distributed as dist
 
-    trainer = TorchTrainer(
+        begun = "trainable.loop" in sys.modules or any(t.name == "warm-up" for t in threading.enumerate())
+        group = dist.is_initialized() and dist.get_backend()
+        env = {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")}
+        seen.write_text(json.dumps({"begun": begun, "group": group, **env}))
+        ray.train.report({"done": 1})
+
+    class InController(ray.train.UserCallback):
+        def after_report(self, run_context: Any, metrics: list, checkpoint: Any) -> None:
+            controller.write_text(str("torch" in sys.modules))
+
+    trial_trainer(
         probe,
-        torch_config=WarmTorchConfig(),
+        use_gpu=False,
         scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
-        run_config=ray.train.RunConfig(name="warm", storage_path=str(tmp_path / "train")),
-    )
-    trainer.fit()
-    assert answer.read_text() == "True"
+        run_config=ray.train.RunConfig(name="warm", storage_path=str(tmp_path / "train"), callbacks=[InController()]),
+    ).fit()
+    found = json.loads(seen.read_text())
+    assert found.pop("MASTER_ADDR")
+    assert found == {"begun": True, "group": "gloo", "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}
+    assert controller.read_text() == "False"
 
 
 def test_processes_of_the_local_instance_reach_its_own_state_api(ray_local: str) -> None:
