@@ -21,6 +21,7 @@ import ray
 from ray.train._internal.utils import get_address_and_port
 from ray.train.backend import Backend, BackendConfig
 from ray.train.constants import DEFAULT_TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S, TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S
+from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
 from ray.train.v2._internal.util import TrainingFramework
 from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
@@ -30,7 +31,17 @@ from trainable.worker import warm_up
 def trial_trainer(train_fn: Callable[[dict], None], *, use_gpu: bool, **kwargs: Any) -> DataParallelTrainer:
     """A ``TorchTrainer`` in all but its class: a data-parallel trainer with ``TrialTorchConfig``, whose
     process group uses nccl where the workers have GPUs and gloo otherwise, as ``TorchTrainer`` chooses."""
-    return DataParallelTrainer(train_fn, backend_config=TrialTorchConfig(backend="nccl" if use_gpu else "gloo"), **kwargs)
+    return TrialTrainer(train_fn, backend_config=TrialTorchConfig(backend="nccl" if use_gpu else "gloo"), **kwargs)
+
+
+class TrialTrainer(DataParallelTrainer):
+    """Train's data-parallel trainer, less the Ray Datasets machinery when it is given no datasets (a trial
+    reads its videos itself): Train's datasets callback would start an actor for them in every run anyway,
+    a process per trial (docs/ray.md)."""
+
+    def _create_default_callbacks(self) -> list:
+        callbacks = super()._create_default_callbacks()
+        return callbacks if self.datasets else [c for c in callbacks if not isinstance(c, DatasetsCallback)]
 
 
 @dataclass

@@ -74,13 +74,16 @@ def start_local_ray(**init_kwargs: Any) -> str:
     machine: another cluster, maybe long gone. Asking it the wrong cluster, the cleaner gives up, and every
     trial that ends leaves its workers' CPUs reserved, so the next trials wait forever. Every process of the
     instance inherits this process's environment, so setting the variable here, before Ray starts, points
-    them all at this instance's own dashboard.
+    them all at this instance's own dashboard. Train's preemption watcher is turned off the same way (unless
+    the environment says otherwise): on one machine it is a process per trial that has nothing to watch.
     """
     import ray
 
     port = _dashboard_port()
     url = f"http://127.0.0.1:{port}"
     os.environ["RAY_API_SERVER_ADDRESS"] = url
+    # Train's preemption watcher, an actor per trial, waits for a node to be drained: one machine never is.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port, **init_kwargs)
     return url
 

@@ -1,6 +1,6 @@
 """A search as TensorBoard and optuna-dashboard show it, and what the HTML report says mattered.
 
-One real Optuna search over TorchTrainer trials, run and then resumed with one configuration more: its TensorBoard
+One real Optuna search over Ray Train trials, run and then resumed with one configuration more: its TensorBoard
 event files read back with TensorBoard's own reader, its journal read back with Optuna and served by a real
 optuna-dashboard on loopback (ended by its pid), its report opened in Chromium.
 """

@@ -1,4 +1,4 @@
-"""The training loop inside real Ray Train ``TorchTrainer`` runs (gloo on CPU), and in-process."""
+"""The training loop inside real Ray Train runs of the trials' trainer (gloo on CPU), and in-process."""
 
 from __future__ import annotations
 
@@ -19,12 +19,15 @@ from conftest import ObservingSession, tiny_config
 
 
 def fit(config: dict[str, Any], storage: Path, name: str, workers: int) -> Any:
-    """A fresh ``TorchTrainer``; one with the name and storage of an earlier run resumes from its checkpoint."""
+    """A fresh trainer of the kind trials fit; one with the name and storage of an earlier run resumes from its
+    checkpoint."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
-    trainer = TorchTrainer(
+    from search.backend import trial_trainer
+
+    trainer = trial_trainer(
         train_loop_per_worker,
+        use_gpu=False,
         train_loop_config=config,
         scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 1}),
         run_config=RunConfig(

@@ -1,4 +1,4 @@
-"""Seed-aware ASHA and synchronous halving in real searches: Ray Tune, TorchTrainer trials, the Parquet ledger."""
+"""Seed-aware ASHA and synchronous halving in real searches: Ray Tune, Ray Train trials, the Parquet ledger."""
 
 from __future__ import annotations
 

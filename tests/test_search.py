@@ -163,7 +163,7 @@ def test_same_space_and_sampler_seed_propose_the_same_configurations(tmp_path: P
 
 
 def test_search_runs_concurrent_trainer_trials_and_writes_parquet(ray_local: str, tiny_dataset: Path, tmp_path: Path) -> None:
-    """Four TorchTrainer trials, two at a time on two CPUs; ASHA stops the ones whose pseudo-labels never pass.
+    """Four Ray Train trials, two at a time on two CPUs; ASHA stops the ones whose pseudo-labels never pass.
 
     threshold 0 accepts every unlabeled clip (mask rate 1), threshold 1 none (mask rate 0), so whichever
     order the trials report in, ASHA on mask_rate_primary stops at least one threshold-1 trial at epoch 1.
@@ -249,7 +249,8 @@ def test_a_trial_s_trainer_imports_torch_in_its_workers_only_and_they_begin_impo
     controller (where Train's callbacks run) imports torch, while each worker has torch's gloo process group and
     distributed environment as ``TorchTrainer`` sets them; and by the train function's first line the worker has
     begun importing the training loop (the warm-up thread runs, or the loop is imported), which with Train's own
-    ``TorchConfig`` it would not have."""
+    ``TorchConfig`` it would not have. Nor does the run start Train's datasets actor (a trial has no Ray Datasets)
+    or, on this local instance, its preemption watcher: two processes per trial that had nothing to do."""
     import json
 
     import ray.train
@@ -278,6 +279,12 @@ def test_a_trial_s_trainer_imports_torch_in_its_workers_only_and_they_begin_impo
         def after_report(self, run_context: Any, metrics: list, checkpoint: Any) -> None:
             controller.write_text(str("torch" in sys.modules))
 
+    from ray.util.state import list_actors
+
+    def helpers() -> int:
+        return sum(len(list_actors(filters=[("class_name", "=", c)], limit=10000)) for c in ("DatasetManager", "PreemptionWatcher"))
+
+    before = helpers()
     trial_trainer(
         probe,
         use_gpu=False,
@@ -288,6 +295,7 @@ def test_a_trial_s_trainer_imports_torch_in_its_workers_only_and_they_begin_impo
     assert found.pop("MASTER_ADDR")
     assert found == {"begun": True, "group": "gloo", "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}
     assert controller.read_text() == "False"
+    assert helpers() == before
 
 
 def test_processes_of_the_local_instance_reach_its_own_state_api(ray_local: str) -> None:

@@ -100,12 +100,12 @@ def _scratch(owner: object) -> str:
 
 
 class RaySession:
-    """A Ray Train worker of a ``TorchTrainer`` (the process group is already set up by Ray).
+    """A Ray Train worker of a trial's torch run (the process group is already set up by Ray).
 
     ``writer`` is the trial's ledger writer: rank 0 appends the row of the checkpoint it resumes from again,
     in case the run that stored the checkpoint ended before appending its row (``results.ledger``); it is also
     where the trial's stage rows go (``stages.sink``), and its store holds the stage results. Without one (a
-    ``TorchTrainer`` outside a search) stage results live in a scratch folder and their rows in memory.
+    Train run outside a search) stage results live in a scratch folder and their rows in memory.
     """
 
     def __init__(self, writer: EpochSink | None = None, started: float | None = None, startup_s: float = math.nan) -> None:

@@ -21,7 +21,7 @@ FIT_STARTED_KEY = "_fit_started_at"
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Entry point for ``ray.train.torch.TorchTrainer(train_loop_per_worker=...)``."""
+    """Entry point of a trial's Train run (``search.backend.trial_trainer``)."""
     entered = time.time()
     import ray.train
 
@@ -49,7 +49,7 @@ def warm_up() -> None:
     """Start importing what ``train_loop_per_worker`` needs, in a thread of this Train worker, and return at once.
 
     Run by the trial's Train controller on every worker before it sets up the process group
-    (``search.trial.WarmTorchConfig``): the imports (torchvision, timm, pytorchvideo, and ``torch._dynamo``, which
+    (``search.backend.TrialTorchBackend``): the imports (torchvision, timm, pytorchvideo, and ``torch._dynamo``, which
     the first optimizer built imports, torch's ``_disable_dynamo``) then overlap with what Ray still does before it
     calls the train function, instead of following it. The train function's own imports wait for any this thread
     has begun (Python's import lock) and redo any that failed, so a failure here is reported there.
