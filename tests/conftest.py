@@ -6,7 +6,6 @@ import hashlib
 import json
 import math
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -346,9 +345,9 @@ def two_nodes(folder: Path, temp_dir: Path | None = None, cwd: Path | None = Non
             yield address, node
         finally:
             if node.poll() is None:
-                kill_tree(node, signal.SIGTERM)
+                kill_tree(node)
     finally:
-        kill_tree(head, signal.SIGTERM)
+        kill_tree(head)
 
 
 def alive_nodes(dashboard: str) -> int:

@@ -65,7 +65,9 @@ def kill_tree(process: subprocess.Popen | psutil.Process, sig: int = signal.SIGK
     """Send ``sig`` to a process this test started and to every process that descends from it, then reap them.
 
     The tree is collected before anything is signalled, so a child re-parented on its parent's death is
-    still ended; nothing outside the tree is touched.
+    still ended; nothing outside the tree is touched. A Ray node is ended with the default, SIGKILL: on SIGTERM
+    ``ray start`` stops its processes one by one, with waits of its own (30 s and more here), and nothing a
+    test reads comes from that shutdown.
     """
     root = psutil.Process(process.pid)
     tree = [root, *root.children(recursive=True)]
@@ -129,7 +131,7 @@ def start_head(log: Path, cpus: int = 2) -> tuple[subprocess.Popen, dict]:
     try:
         wait_for(up, 120, "the head's dashboard", poll=1)
     except BaseException:
-        kill_tree(process, signal.SIGTERM)
+        kill_tree(process)
         raise
     return process, address
 

