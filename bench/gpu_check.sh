@@ -8,6 +8,8 @@
 #   (d) bench/loader.py (its defaults, with --cuda-decode), PyAV's and torchcodec's rates side by side, torchcodec's
 #       decoding on the GPU (NVDEC) where its FFmpeg has it, and each decoder's items/s x loader workers against
 #       what the GPU consumes. torchcodec needs the .[torchcodec] extra and the system's FFmpeg libraries (README).
+#   (e) a trial's Ray Train run on one GPU worker, through the trials' own trainer (search.backend.trial_trainer):
+#       the process group's backend (nccl with a GPU, gloo on the CPU), the worker's device, an all-reduce on it.
 # Installs nothing: it runs the project's .venv (or python3, saying so). Every part runs under `timeout`.
 #
 #   bash bench/gpu_check.sh                   # on the GPU machine
@@ -103,3 +105,39 @@ awk -v step_ms="${step_ms:-0}" -v epoch_rate="${epoch_rate:-0}" -v workers="$LOA
         printf "%-14s %-10s loader %.2f items/s x %d workers = %.1f items/s: %s; %d workers keep up\n", $1, $(NF - 8), per_core, workers,
                supply, (supply >= need ? "keeps up" : "the GPU waits"), (per_core > 0 ? int(need / per_core) + 1 : 0) }
 ' "$OUT/loader.txt"
+
+section "(e) a trial's Train run on $DEVICE: search.backend.trial_trainer"
+timeout 150 "$PY" - <<'EOF'
+import os
+import tempfile
+
+import ray.train
+
+from search.backend import trial_trainer
+from search.runner import start_local_ray
+
+
+def probe(config: dict) -> None:
+    import ray.train.torch
+    import torch
+    import torch.distributed as dist
+
+    device = ray.train.torch.get_device()
+    total = torch.ones(1, device=device)
+    dist.all_reduce(total)
+    current = torch.cuda.current_device() if device.type == "cuda" else "cpu"
+    print(f"process group {dist.get_backend()}, device {device} (current {current}), all_reduce {total.item():.0f} of 1 worker", flush=True)
+
+
+use_gpu = os.environ["DEVICE"] == "cuda"
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+start_local_ray(log_to_driver=True)
+with tempfile.TemporaryDirectory() as storage:
+    result = trial_trainer(
+        probe, use_gpu=use_gpu,
+        scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=use_gpu),
+        run_config=ray.train.RunConfig(name="gpu-check", storage_path=storage),
+    ).fit()
+print("train run", "ok" if result.error is None else f"failed: {result.error}")
+EOF
+status $?

@@ -1,4 +1,4 @@
-"""A validated space as a Ray Tune experiment whose every trial fits a Ray Train ``TorchTrainer``.
+"""A validated space as a Ray Tune experiment whose every trial fits a Ray Train torch run (``search.backend``).
 
 Deadlock-free on any number of CPUs: a trial's driver function asks only for a sliver of the custom
 ``TRAIN_DRIVER`` resource, never for a CPU its own Train workers need: on a small machine, drivers holding CPUs
