@@ -48,7 +48,8 @@ def test_two_nodes_that_share_no_disk_run_a_search_on_s3(s3_store: Store, tiny_d
     """A head and a second raylet with its own ``--temp-dir`` and working directory (a machine of its own, but for
     the dataset, which every node mounts), the store on the S3 server. `python -m search doctor` passes from both
     nodes; a threshold grid with a trial on each node completes; a TimeBalance ω grid on 2 seeds completes with
-    each seed's teacher stages built once (by one ω's trial, on whichever node) and reused by the other. No trial
+    each seed's teacher stages built once (by one ω's trial, on whichever node) and reused by the other, as the
+    stages, trials and epochs tables all say (two trials racing for a stage on a folder store: test_stages.py). No trial
     wrote a file outside the store and Ray's own temp dirs: the second node's working directory stays empty, the
     repository gains nothing, and no downloaded stage result is left in either node's temp dir."""
     node_tmp = Path(tempfile.mkdtemp(prefix="rn-"))  # short: Ray's socket paths live below it
@@ -85,6 +86,16 @@ def test_two_nodes_that_share_no_disk_run_a_search_on_s3(s3_store: Store, tiny_d
             assert len({r["trial_id"] for r in mine}) == 2 and len({r["stage_key"] for r in mine}) == 1
             [built] = [r for r in mine if not r["reused"]]
             assert all(r["built_by"] == built["trial_id"] for r in mine), mine
+    shared = ",".join(STAGES)
+    trials = read(s3_store, "trials", "omega").to_pylist()
+    for seed in (0, 1):  # the trials say the same: per seed, one built the three stages and the other reused them
+        mine = [t for t in trials if t["seed"] == seed]
+        assert sorted((t["stages_built"] or "", t["stages_reused"] or "") for t in mine) == [("", shared), (shared, "")]
+    epochs = read(s3_store, "epochs", "omega").to_pylist()
+    built = sorted((e["seed"], e["stage"]) for e in epochs if e["stage_key"] is not None and e["trial_id"] is None)
+    assert built == sorted((seed, stage) for seed in (0, 1) for stage in STAGES)  # each stage's one epoch, written once
+    assert sorted(e["stage"] for e in epochs if e["stage_key"] is None) == ["student"] * 4 * EPOCHS
+    assert {e["stage_key"] for e in epochs} - {None} == {r["stage_key"] for r in stages}
     assert not list(node_cwd.iterdir()), sorted(node_cwd.rglob("*"))
     assert files_under(ROOT) - repository == set()
     assert list(node_tmp.glob("session_*")), "the second node used its own temp dir"

@@ -24,10 +24,10 @@ from conftest import EPOCHS, check_tables, epochs_of, grid_space, second_node, t
 
 
 def test_driver_killed_at_an_epoch_boundary_and_mid_epoch_resumes_from_the_ledger(tiny_dataset: Path, tmp_path: Path) -> None:
-    """SIGKILL of the driver's whole process tree (its local Ray included), twice; the same command resumes.
-
-    Then the grid is extended by one value under the same name: only the new cell runs.
-    """
+    """SIGKILL of the driver's whole process tree (its local Ray included), twice: the same command resumes;
+    then the search is resumed to its end with the grid extended by one value under the same name: the killed
+    trials go on from their checkpoints and only the new cell starts afresh. (A finished search extended by a
+    configuration or a seed: tests/test_dashboards.py, tests/test_schedulers.py.)"""
     space = grid_space(tmp_path, tiny_dataset, [0.0, 0.5], max_concurrent=2)
     store, name, log = Store(tmp_path / "store"), "crash", tmp_path / "driver.log"
 
@@ -39,18 +39,26 @@ def test_driver_killed_at_an_epoch_boundary_and_mid_epoch_resumes_from_the_ledge
     trial_ids = {e["trial_id"] for e in first}
     assert {t["status"] for t in read(store, "trials", name).to_pylist()} == {"running"}  # nobody said goodbye
 
-    # 2. Resumed, then killed between two reports (an epoch takes a few seconds; we wait a fraction of one).
+    # 2. Resumed by the same command, then killed between two reports (an epoch takes a few seconds; we wait a
+    # fraction of one).
     driver = search_driver(space, name, tmp_path / "store", log)
     wait_for(lambda: len(epochs_of(store, name)) > len(first), 300, "a row of the resumed search")
     time.sleep(1.0)
     kill_tree(driver)
     second = epochs_of(store, name)
+    started = read(store, "trials", name).to_pylist()  # what the ledger says was started, and ended
+    pinned = {t["trial_id"] for t in started}
+    ended = sum(t["status"] != "running" for t in started)
 
-    # 3. Resumed to the end.
-    driver = search_driver(space, name, tmp_path / "store", log)
+    # 3. Resumed to the end with one more grid value (an edited space: its next revision).
+    wider = grid_space(tmp_path, tiny_dataset, [0.0, 0.5, 1.0], max_concurrent=2)
+    driver = search_driver(wider, name, tmp_path / "store", log, "--revise")
     assert driver.wait(timeout=600) == 0, log.read_text()[-4000:]
-    trials, rows = check_tables(store, name, trials=2)
-    assert {t["trial_id"] for t in trials} >= trial_ids  # the same trials went on, under their ids
+    trials, rows = check_tables(store, name, trials=3)
+    assert sorted(t["threshold"] for t in trials) == [0.0, 0.5, 1.0]
+    assert {t["trial_id"] for t in trials} >= trial_ids | pinned  # the same trials went on, under their ids
+    resumed = len(pinned) - ended
+    assert f"{ended} trial(s) ended and are kept, {resumed} resume from their checkpoints, {3 - ended} to run in all" in log.read_text()
     # Epochs finished before a kill were not run again: their rows are the ones first written.
     for before in (first, second):
         for old in before:
@@ -58,16 +66,8 @@ def test_driver_killed_at_an_epoch_boundary_and_mid_epoch_resumes_from_the_ledge
             newest = max(e["epoch"] for e in before if e["trial_id"] == old["trial_id"])
             if old["epoch"] < newest:  # the newest row may be appended again by the run resuming from it
                 assert now["reported_at"] == old["reported_at"], (old, now)
-
-    # 4. Extended: one more grid value; the two finished cells are kept as they are.
-    wider = grid_space(tmp_path, tiny_dataset, [0.0, 0.5, 1.0], max_concurrent=2)
-    driver = search_driver(wider, name, tmp_path / "store", log, "--revise")  # an edited space: its next revision
-    assert driver.wait(timeout=600) == 0, log.read_text()[-4000:]
-    extended, extended_rows = check_tables(store, name, trials=3)
-    assert sorted(t["threshold"] for t in extended) == [0.0, 0.5, 1.0]
-    kept = [e for e in extended_rows if e["trial_id"] in {t["trial_id"] for t in trials}]
-    assert sorted(map(str, kept)) == sorted(map(str, rows))
-    assert "1 to run in all" in log.read_text()
+    new = [t["trial_id"] for t in trials if t["threshold"] == 1.0]
+    assert new and sorted(e["epoch"] for e in rows if e["trial_id"] == new[0]) == list(range(1, EPOCHS + 1))
 
 
 def test_driver_killed_mid_epoch_on_s3_resumes_every_row_once(s3_store: Store, tiny_dataset: Path, tmp_path: Path) -> None:

@@ -18,7 +18,6 @@ from results.plot import load as load_search
 from results.plot import plot
 from results.report import query, seed_table, show
 from results.store import Store, StoreError
-from results.tables import read
 from search.space import SpaceError, describe, load
 from search.tune import param_space, searcher
 
@@ -210,36 +209,6 @@ def test_search_runs_concurrent_trainer_trials_and_writes_parquet(ray_local: str
     assert names == ["ablation_mask_rate_primary.png", "curves_mask_rate_primary.png", "pseudo_labels.png"]
     page = re.sub(r"<[^>]+>", " ", write(data, tmp_path / "report.html", baseline="threshold=0").read_text())
     assert "-1.00 ± 0.00" in page and "0 of 2" in page and "tiny-search" in page
-
-
-def test_a_timebalance_omega_grid_trains_each_seeds_teachers_once(ray_local: str, tiny_dataset: Path, tmp_path: Path) -> None:
-    """Two omegas x two seeds, two trials at a time: per seed, one trial builds the three teacher stages and the
-    other reuses them (waiting for them when both run at once); the stages' epochs are in the epochs table."""
-    from search.runner import run
-
-    base = tiny_config(tiny_dataset, method="timebalance", scale="tiny", epochs=1, steps_per_epoch=2)
-    path = write_space(
-        tmp_path / "omega.yaml", name="omega", base=base, space={"omega": {"grid": [0.5, 2.0]}}, seeds=[0, 1],
-        resources={"workers": 1, "cpus_per_worker": 1}, max_concurrent=2,
-    )  # fmt: skip
-    store = Store(tmp_path / "store")
-    search_id = run(load(path), store, name="omega")
-
-    trials = read(store, "trials", search_id).to_pylist()
-    assert len(trials) == 4 and all(t["status"] == "completed" and t["epochs_run"] == 1 for t in trials)
-    shared = "pretrain_invariant,pretrain_distinctive,finetune_teachers"
-    for seed in (0, 1):
-        mine = [t for t in trials if t["seed"] == seed]
-        assert sorted((t["stages_built"] or "", t["stages_reused"] or "") for t in mine) == [("", shared), (shared, "")]
-    stages = read(store, "stages", search_id).to_pylist()
-    keys = {(r["seed"], r["stage"]): r["stage_key"] for r in stages}
-    assert len(stages) == 12 and len(set(keys.values())) == 6  # one result per seed and stage, used by both trials
-    assert all(keys[r["seed"], r["stage"]] == r["stage_key"] for r in stages)
-    epochs = read(store, "epochs", search_id).to_pylist()
-    built = sorted((e["seed"], e["stage"]) for e in epochs if e["stage_key"] is not None and e["trial_id"] is None)
-    assert built == sorted((seed, stage) for seed in (0, 1) for stage in shared.split(","))
-    assert sorted(e["stage"] for e in epochs if e["stage_key"] is None) == ["student"] * 4
-    assert {e["stage_key"] for e in epochs} - {None} == set(keys.values())
 
 
 def test_a_trial_s_trainer_imports_torch_in_its_workers_only_and_they_begin_importing_the_loop_early(
