@@ -134,7 +134,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 start_local_ray(log_to_driver=True)
 with tempfile.TemporaryDirectory() as storage:
     result = trial_trainer(
-        probe, use_gpu=use_gpu,
+        probe,
         scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=use_gpu),
         run_config=ray.train.RunConfig(name="gpu-check", storage_path=storage),
     ).fit()

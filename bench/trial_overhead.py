@@ -146,11 +146,7 @@ def _floor_trial(config: dict, storage: str, trainer: str) -> None:
     if trainer == "torch":
         from ray.train.torch import TorchTrainer as make
     else:
-        from functools import partial
-
-        from search.backend import trial_trainer
-
-        make = partial(trial_trainer, use_gpu=False)
+        from search.backend import trial_trainer as make
     trainer = make(
         _report_once,
         train_loop_config={"fit_started": started},

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import ray
 from ray.train._internal.utils import get_address_and_port
+from ray.train import ScalingConfig
 from ray.train.backend import Backend, BackendConfig
 from ray.train.constants import DEFAULT_TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S, TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S
 from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
@@ -28,10 +29,12 @@ from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 from trainable.worker import warm_up
 
 
-def trial_trainer(train_fn: Callable[[dict], None], *, use_gpu: bool, **kwargs: Any) -> DataParallelTrainer:
+def trial_trainer(train_fn: Callable[[dict], None], *, scaling_config: ScalingConfig, **kwargs: Any) -> DataParallelTrainer:
     """A ``TorchTrainer`` in all but its class: a data-parallel trainer with ``TrialTorchConfig``, whose
-    process group uses nccl where the workers have GPUs and gloo otherwise, as ``TorchTrainer`` chooses."""
-    return TrialTrainer(train_fn, backend_config=TrialTorchConfig(backend="nccl" if use_gpu else "gloo"), **kwargs)
+    process group uses nccl where ``scaling_config`` gives the workers GPUs and gloo otherwise, as
+    ``TorchTrainer`` chooses."""
+    backend = TrialTorchConfig(backend="nccl" if scaling_config.use_gpu else "gloo")
+    return TrialTrainer(train_fn, backend_config=backend, scaling_config=scaling_config, **kwargs)
 
 
 class TrialTrainer(DataParallelTrainer):

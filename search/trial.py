@@ -28,9 +28,9 @@ from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
 from results.ledger import EpochWriter
 from results.store import Store
+from search.backend import trial_trainer
 from search.resume import Pins
 from trainable.config import TrainConfig
-from search.backend import trial_trainer
 from trainable.worker import FIT_STARTED_KEY, WRITER_KEY, train_loop_per_worker
 
 # What ``TuneReportCallback`` names the metric that carries an epoch's checkpoint, kept for Tune's results.
@@ -53,7 +53,6 @@ def run_trial(
     resources = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
     trainer = trial_trainer(
         train_loop_per_worker,
-        use_gpu=gpus > 0,
         train_loop_config={**config, WRITER_KEY: writer, FIT_STARTED_KEY: time.time()},
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=gpus > 0, resources_per_worker=resources),
         run_config=ray.train.RunConfig(

@@ -27,7 +27,6 @@ def fit(config: dict[str, Any], storage: Path, name: str, workers: int) -> Any:
 
     trainer = trial_trainer(
         train_loop_per_worker,
-        use_gpu=False,
         train_loop_config=config,
         scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 1}),
         run_config=RunConfig(

@@ -77,7 +77,6 @@ def two_workers(ray_local: str, tmp_path_factory: pytest.TempPathFactory) -> lis
     out = tmp_path_factory.mktemp("parallel")
     result = trial_trainer(  # the trials' own process group, two workers
         worker,
-        use_gpu=False,
         train_loop_config={"out": str(out)},
         scaling_config=ScalingConfig(num_workers=WORKERS, resources_per_worker={"CPU": 1}),
         run_config=RunConfig(

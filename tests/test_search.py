@@ -256,7 +256,6 @@ def test_a_trial_s_trainer_imports_torch_in_its_workers_only_and_they_begin_impo
     before = helpers()
     trial_trainer(
         probe,
-        use_gpu=False,
         scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
         run_config=ray.train.RunConfig(name="warm", storage_path=str(tmp_path / "train"), callbacks=[InController()]),
     ).fit()

@@ -287,7 +287,6 @@ def test_two_train_workers_share_the_stages_and_train_the_student_together(ray_l
     config = timebalance_config(tiny_dataset, epochs=1, steps_per_epoch=2)
     result = trial_trainer(
         train_loop_per_worker,
-        use_gpu=False,
         train_loop_config={**config, WRITER_KEY: EpochWriter(store, "two", "t0", 0)},
         scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
         run_config=RunConfig(name=f"two-workers-{tmp_path.name}", storage_path=str(tmp_path / "ray")),
